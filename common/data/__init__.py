@@ -1,0 +1,53 @@
+"""Data helpers of the collection: seeded synthetic samples of every domain and MONAI datalist tools."""
+
+from __future__ import annotations
+
+from common.data.datalist import (
+    SPLITS,
+    SUPPORTED_EXTENSIONS,
+    list_files,
+    load_datalist,
+    pair_folder,
+    split_extension,
+    split_items,
+    validate_fractions,
+    write_datalist,
+)
+from common.data.synthetic import (
+    BRATS_LABELS,
+    CT_ORGANS,
+    SYNTHETIC_KINDS,
+    SyntheticKind,
+    brain_slice,
+    brain_volume,
+    chest_xray,
+    ct_slice,
+    lung_mask,
+    nuclei_tile,
+    polyp_frame,
+    write_synthetic_dataset,
+)
+
+__all__ = [
+    "BRATS_LABELS",
+    "CT_ORGANS",
+    "SPLITS",
+    "SUPPORTED_EXTENSIONS",
+    "SYNTHETIC_KINDS",
+    "SyntheticKind",
+    "brain_slice",
+    "brain_volume",
+    "chest_xray",
+    "ct_slice",
+    "list_files",
+    "load_datalist",
+    "lung_mask",
+    "nuclei_tile",
+    "pair_folder",
+    "polyp_frame",
+    "split_extension",
+    "split_items",
+    "validate_fractions",
+    "write_datalist",
+    "write_synthetic_dataset",
+]

@@ -1,0 +1,115 @@
+"""Checkpoints that survive interruptions: atomic writes and resuming from the newest one."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers.checkpoint import BaseSaveHandler
+from monai.handlers import CheckpointLoader, CheckpointSaver
+
+__all__ = ["AtomicCheckpointSaver", "ResumeFromCheckpoint", "latest_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+_EPOCH = re.compile(r"_?(?:epoch|iteration)=(\d+)\.pt$")
+
+
+class _AtomicDiskSaver(BaseSaveHandler):
+    """Save a checkpoint to a temporary file in the same folder, then rename it: a kill never leaves half a file."""
+
+    def __init__(self, dirname: str, filename: str | None = None) -> None:
+        self.dirname = dirname
+        self.filename = filename
+        os.makedirs(dirname, exist_ok=True)
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        path = os.path.join(self.dirname, self.filename or filename)
+        fd, tmp = tempfile.mkstemp(dir=self.dirname, prefix=".tmp-", suffix=".pt")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    def remove(self, filename: str) -> None:
+        path = os.path.join(self.dirname, self.filename or filename)
+        if os.path.exists(path):
+            os.remove(path)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` writing every file atomically (MONAI's own saver writes in place)."""
+
+    def __init__(self, save_dir: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(save_dir, *args, **kwargs)
+        if self._final_checkpoint is not None:
+            self._final_checkpoint.save_handler = _AtomicDiskSaver(save_dir, self._final_filename)
+        if self._key_metric_checkpoint is not None:
+            self._key_metric_checkpoint.save_handler = _AtomicDiskSaver(save_dir, kwargs.get("key_metric_filename"))
+        if self._interval_checkpoint is not None:
+            self._interval_checkpoint.save_handler = _AtomicDiskSaver(save_dir)
+
+
+def latest_checkpoint(ckpt_dir: str, prefix: str = "checkpoint") -> str | None:
+    """Return the interval checkpoint ``<prefix>_epoch=N.pt`` (or ``_iteration=N``) with the largest N, or None."""
+    newest, newest_step = None, -1
+    for path in glob.glob(os.path.join(glob.escape(ckpt_dir), f"{prefix}*.pt")):
+        match = _EPOCH.search(os.path.basename(path))
+        if match and int(match.group(1)) > newest_step:
+            newest, newest_step = path, int(match.group(1))
+    return newest
+
+
+class ResumeFromCheckpoint:
+    """Resume training from the newest interval checkpoint in ``ckpt_dir`` when ``enabled``.
+
+    Attach it to the trainer before the other handlers. It restores everything in ``load_dict`` (model, optimizer,
+    trainer state, ...) with MONAI's ``CheckpointLoader``, so ``trainer.run()`` continues at the saved epoch.
+
+    Args:
+        ckpt_dir: folder of the ``AtomicCheckpointSaver`` interval checkpoints.
+        load_dict: objects to restore, keyed as in the saved checkpoint.
+        enabled: resume only when True (the bundles' ``resume`` config key), so configs can always list the handler.
+        prefix: file prefix of the interval checkpoints.
+        map_location: passed to ``torch.load``.
+    """
+
+    def __init__(
+        self,
+        ckpt_dir: str,
+        load_dict: dict,
+        enabled: bool = False,
+        prefix: str = "checkpoint",
+        map_location: Any = None,
+    ) -> None:
+        self.ckpt_dir = ckpt_dir
+        self.load_dict = load_dict
+        self.enabled = bool(enabled)
+        self.prefix = prefix
+        self.map_location = map_location
+
+    def attach(self, engine: Engine) -> None:
+        if self.enabled:
+            engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        path = latest_checkpoint(self.ckpt_dir, self.prefix)
+        if path is None:
+            raise FileNotFoundError(
+                f"resume is true but no checkpoint '{self.prefix}_epoch=N.pt' was found in ckpt_dir '{self.ckpt_dir}'; "
+                "train once without --resume first, or point --ckpt_dir to the folder of the interrupted run."
+            )
+        logger.info("resuming from %s", path)
+        CheckpointLoader(load_path=path, load_dict=self.load_dict, map_location=self.map_location)(engine)

@@ -1,0 +1,31 @@
+"""Small ignite handlers that MONAI does not have."""
+
+from __future__ import annotations
+
+import torch
+from ignite.engine import Engine
+from monai.engines.utils import IterationEvents
+
+__all__ = ["ClipGradNorm"]
+
+
+class ClipGradNorm:
+    """Clip the gradient norm of a MONAI trainer's network between its backward pass and its optimizer step.
+
+    Args:
+        max_norm: largest allowed total gradient norm (``torch.nn.utils.clip_grad_norm_``); 0 disables clipping.
+    """
+
+    def __init__(self, max_norm: float) -> None:
+        if max_norm < 0:
+            raise ValueError(f"max_norm must be >= 0, got {max_norm}.")
+        self.max_norm = float(max_norm)
+
+    def attach(self, engine: Engine) -> None:
+        if self.max_norm > 0:
+            engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if getattr(engine, "amp", False) and getattr(engine, "scaler", None) is not None:
+            engine.scaler.unscale_(engine.optimizer)
+        torch.nn.utils.clip_grad_norm_(engine.network.parameters(), self.max_norm)

@@ -1,0 +1,51 @@
+"""MONAI-style transforms shared by the bundles: array versions and dictionary ("...d") versions."""
+
+from .corruption import (
+    CORRUPTION_KINDS,
+    RandBlocks,
+    RandDilation,
+    RandDiscAddition,
+    RandEdgeSwap,
+    RandErosion,
+    RandHoles,
+    RandMaskCorruption,
+    RandMaskCorruptiond,
+    RandSaltPepper,
+    RandTileDeletion,
+    make_corruption,
+)
+from .intensity import CTWindow, CTWindowd
+from .masks import CorruptMaskd, EnsureBinaryMask, EnsureBinaryMaskd, source_name
+from .sdf import MaskToSDF, MaskToSDFd, SDFToMask, SDFToMaskd, mask_to_sdf
+from .slices import ExtractSlicesd, select_slice_indices
+from .writers import SaveMaskd, SaveOverlayd
+
+__all__ = [
+    "CORRUPTION_KINDS",
+    "CTWindow",
+    "CTWindowd",
+    "CorruptMaskd",
+    "EnsureBinaryMask",
+    "EnsureBinaryMaskd",
+    "ExtractSlicesd",
+    "MaskToSDF",
+    "MaskToSDFd",
+    "RandBlocks",
+    "RandDilation",
+    "RandDiscAddition",
+    "RandEdgeSwap",
+    "RandErosion",
+    "RandHoles",
+    "RandMaskCorruption",
+    "RandMaskCorruptiond",
+    "RandSaltPepper",
+    "RandTileDeletion",
+    "SDFToMask",
+    "SDFToMaskd",
+    "SaveMaskd",
+    "SaveOverlayd",
+    "make_corruption",
+    "mask_to_sdf",
+    "select_slice_indices",
+    "source_name",
+]

@@ -1,0 +1,124 @@
+"""Checks and corruptions of segmentation masks as bundles load them."""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Randomizable, RandomizableTransform, Transform
+from monai.utils import convert_to_dst_type
+
+__all__ = ["CorruptMaskd", "EnsureBinaryMask", "EnsureBinaryMaskd", "source_name"]
+
+
+def source_name(img: Any, default: str = "mask") -> str:
+    """Return the file a loaded image came from (MONAI metadata ``filename_or_obj``), or ``default``."""
+    if isinstance(img, MetaTensor):
+        name = img.meta.get("filename_or_obj")
+        if name:
+            return str(name)
+    return default
+
+
+class EnsureBinaryMask(Transform):
+    """Check that a loaded mask is binary with the expected channels; return it as float 0/1.
+
+    Accepted values are {0, 1}, {0, 255} (8-bit PNG masks) or booleans. A grey mask stored with several identical
+    channels (an RGB PNG of a binary mask) is reduced to one channel. Anything else is an error naming the file, so a
+    probability map or a label map never passes silently as a mask.
+
+    Args:
+        num_channels: channels the mask must have after reduction.
+        allow_empty: accept masks without foreground (for segmenter outputs); otherwise an empty mask is an error.
+    """
+
+    def __init__(self, num_channels: int = 1, allow_empty: bool = False) -> None:
+        self.num_channels = num_channels
+        self.allow_empty = allow_empty
+
+    def __call__(self, img: Any, name: str | None = None) -> Any:
+        """Check ``img``; ``name`` (default: the file it was loaded from) is what error messages call it."""
+        name = name or f"mask '{source_name(img)}'"
+        arr = np.asarray(img.detach().cpu() if isinstance(img, torch.Tensor) else img)
+        if arr.ndim < 2:
+            raise ValueError(f"{name}: expected a channel-first array (C, H, W[, D]), got shape {arr.shape}.")
+        if arr.shape[0] > self.num_channels and self.num_channels == 1 and np.all(arr == arr[:1]):
+            arr, img = arr[:1], img[:1]
+        if arr.shape[0] != self.num_channels:
+            raise ValueError(
+                f"{name}: expected {self.num_channels} channel(s), got {arr.shape[0]} (shape {arr.shape})."
+            )
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name}: contains NaN or infinite values; expected a binary mask.")
+        values = np.unique(arr)
+        if set(values.tolist()) <= {0, 1}:
+            binary = arr > 0
+        elif set(values.tolist()) <= {0, 255}:
+            binary = arr == 255
+        else:
+            shown = ", ".join(f"{v:g}" for v in values[:8]) + (", ..." if len(values) > 8 else "")
+            raise ValueError(
+                f"{name}: expected a binary mask with values {{0, 1}} or {{0, 255}}, found values {shown}."
+            )
+        if not self.allow_empty and not binary.any():
+            raise ValueError(f"{name}: the mask is empty (no foreground pixel); expected at least one.")
+        out, *_ = convert_to_dst_type(binary.astype(np.float32), img, dtype=torch.float32)
+        return out
+
+
+class EnsureBinaryMaskd(MapTransform):
+    """Dictionary version of :class:`EnsureBinaryMask`; error messages name the file each mask was loaded from."""
+
+    def __init__(
+        self, keys: KeysCollection, num_channels: int = 1, allow_empty: bool = False, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.check = EnsureBinaryMask(num_channels=num_channels, allow_empty=allow_empty)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.check(d[key], name=f"mask '{source_name(d[key], default=str(key))}' (key '{key}')")
+        return d
+
+
+class CorruptMaskd(RandomizableTransform, MapTransform):
+    """Apply a random mask corruption (e.g. :class:`common.transforms.RandMaskCorruption`) to the masks in ``keys``.
+
+    With ``fixed_seed`` set, each mask is corrupted the same way every time it is seen: the random state is re-seeded
+    from ``fixed_seed`` and the mask's file name, so validation and evaluation inputs do not change between epochs or
+    runs. Without it, every call draws a new corruption (training).
+
+    Args:
+        keys: keys of the masks to corrupt.
+        corruption: a randomizable array transform mapping a binary mask to a corrupted one.
+        fixed_seed: seed of the per-file corruption, or None for a fresh corruption at every call.
+    """
+
+    def __init__(self, keys: KeysCollection, corruption: Randomizable, fixed_seed: int | None = None) -> None:
+        MapTransform.__init__(self, keys)
+        RandomizableTransform.__init__(self, prob=1.0)
+        if not isinstance(corruption, Randomizable):
+            raise TypeError(f"corruption must be a randomizable transform, got {type(corruption).__name__}.")
+        self.corruption = corruption
+        self.fixed_seed = fixed_seed
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> CorruptMaskd:
+        super().set_random_state(seed, state)
+        self.corruption.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if self.fixed_seed is not None:
+                name = os.path.basename(source_name(d[key], default=str(key)))
+                self.corruption.set_random_state(seed=zlib.crc32(f"{self.fixed_seed}:{name}".encode()))
+            d[key] = self.corruption(d[key])
+        return d

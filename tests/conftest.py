@@ -1,0 +1,30 @@
+"""Shared fixtures: the repository layout and the bundles under test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLES_DIR = REPO_ROOT / "bundles"
+SCHEMA_FILE = REPO_ROOT / "common" / "resources" / "bundle_metadata_schema.json"
+
+
+def bundle_names() -> list[str]:
+    """Every folder in ``bundles/`` with a ``configs/metadata.json``: a new bundle gets the bundle tests by existing."""
+    return sorted(p.parent.parent.name for p in BUNDLES_DIR.glob("*/configs/metadata.json"))
+
+
+@pytest.fixture(scope="module")
+def bundle_copy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the bundle's shipped files in a temporary folder, so test runs never write into the repository."""
+    name = request.param
+    target = tmp_path_factory.mktemp("bundle") / name
+    shutil.copytree(
+        BUNDLES_DIR / name, target, ignore=shutil.ignore_patterns("eval", "*.pt", "*.ts", "*.onnx", "__pycache__")
+    )
+    os.makedirs(target / "models", exist_ok=True)
+    return target

@@ -1,0 +1,193 @@
+"""What the model zoo's CI checks on every bundle, plus train -> evaluate -> inference -> export on synthetic data.
+
+Parametrised over every folder in ``bundles/``; a bundle's tiny sizes come from ``tests/bundle_overrides/<name>.json``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
+
+from tests.conftest import REPO_ROOT, SCHEMA_FILE, bundle_names
+
+BUNDLES = bundle_names()
+INFERENCE_KEYS = (
+    "bundle_root",
+    "device",
+    "dataset_dir",
+    "network_def",
+    "network",
+    "preprocessing",
+    "inferer",
+    "postprocessing",
+    "dataset",
+    "evaluator",
+)
+
+
+def overrides_of(name: str) -> dict:
+    path = REPO_ROOT / "tests" / "bundle_overrides" / f"{name}.json"
+    assert path.is_file(), f"bundle '{name}' has no tiny test sizes: add {path.relative_to(REPO_ROOT)}"
+    return json.loads(path.read_text())
+
+
+def configs(bundle: Path, *names: str) -> list[str]:
+    return [str(bundle / "configs" / n) for n in names]
+
+
+def workflow(bundle: Path, config_names: tuple[str, ...], workflow_type: str, **override: object) -> ConfigWorkflow:
+    wf = ConfigWorkflow(
+        config_file=configs(bundle, *config_names),
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=str(bundle / "configs" / "logging.conf"),
+        workflow_type=workflow_type,
+        bundle_root=str(bundle),
+        **override,
+    )
+    wf.initialize()
+    return wf
+
+
+def run(bundle: Path, config_names: tuple[str, ...], workflow_type: str, **override: object) -> ConfigWorkflow:
+    wf = workflow(bundle, config_names, workflow_type, **override)
+    assert wf.check_properties() in (None, []), f"{config_names}: missing bundle properties"
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+@pytest.fixture(scope="module")
+def trained(bundle_copy: Path) -> Path:
+    """Train the bundle once with tiny sizes through the model-zoo command line, as a user would."""
+    tiny = overrides_of(bundle_copy.name)["train"]
+    args = [f"--{k}={json.dumps(v)}" if not isinstance(v, str) else f"--{k}={v}" for k, v in tiny.items()]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        str(bundle_copy / "configs" / "train.json"),
+        "--bundle_root",
+        str(bundle_copy),
+        *args,
+    ]
+    result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "synthetic" in result.stdout + result.stderr, "an empty dataset_dir must say that it uses synthetic data"
+    return bundle_copy
+
+
+@pytest.mark.parametrize("bundle_copy", BUNDLES, indirect=True)
+class TestBundle:
+    def test_contract_files(self, bundle_copy: Path) -> None:
+        for f in (
+            "LICENSE",
+            "configs/metadata.json",
+            "configs/train.json",
+            "configs/evaluate.json",
+            "configs/inference.json",
+            "configs/multi_gpu_train.json",
+            "configs/logging.conf",
+            "docs/README.md",
+            "docs/data_license.txt",
+        ):
+            assert (bundle_copy / f).is_file(), f"{bundle_copy.name} lacks {f}"
+        train = json.loads((bundle_copy / "configs" / "train.json").read_text())
+        assert train.get("training") == "%run", "train.json needs 'training': '%run' so `run training` works"
+
+    def test_metadata_verifies_offline(self, bundle_copy: Path) -> None:
+        meta = json.loads((bundle_copy / "configs" / "metadata.json").read_text())
+        assert meta["changelog"].get(meta["version"]), "the changelog needs an entry for the current version"
+        assert "monai-genseg-common" in meta["required_packages_version"]
+        verify_metadata(meta_file=str(bundle_copy / "configs" / "metadata.json"), filepath=str(SCHEMA_FILE))
+
+    def test_inference_config_keys_and_properties(self, bundle_copy: Path) -> None:
+        parser = ConfigParser()
+        parser.read_config(bundle_copy / "configs" / "inference.json")
+        missing = [k for k in INFERENCE_KEYS if k not in parser]
+        assert not missing, f"inference.json lacks {missing} (MONAI Label / Deploy read them)"
+        wf = workflow(bundle_copy, ("inference.json",), "inference")
+        assert wf.check_properties() in (None, [])
+
+    def test_network_in_out_matches_metadata(self, bundle_copy: Path) -> None:
+        verify_net_in_out(
+            net_id="network_def",
+            meta_file=str(bundle_copy / "configs" / "metadata.json"),
+            config_file=str(bundle_copy / "configs" / "inference.json"),
+            bundle_root=str(bundle_copy),
+        )
+
+    def test_train_writes_checkpoints(self, trained: Path) -> None:
+        tiny = overrides_of(trained.name)["train"]
+        models = trained / "models"
+        assert (models / "model.pt").is_file() and (models / "model_final.pt").is_file()
+        assert (models / f"checkpoint_epoch={tiny['max_epochs']}.pt").is_file()
+        assert not glob.glob(str(models / ".tmp-*")), "a temporary checkpoint file was left behind"
+
+    def test_resume_continues_from_last_checkpoint(self, trained: Path) -> None:
+        tiny = dict(overrides_of(trained.name)["train"])
+        first_epochs = tiny["max_epochs"]
+        tiny["max_epochs"] = first_epochs + 1
+        wf = run(trained, ("train.json",), "train", resume=True, **tiny)
+        trainer = wf.parser.get_parsed_content("train#trainer")
+        assert trainer.state.epoch == first_epochs + 1
+        assert trainer.state.iteration == (first_epochs + 1) * trainer.state.epoch_length
+        assert (trained / "models" / f"checkpoint_epoch={first_epochs + 1}.pt").is_file()
+
+    def test_evaluate_reports_metrics(self, trained: Path) -> None:
+        spec = overrides_of(trained.name)
+        run(trained, ("train.json", "evaluate.json"), "eval", **spec["train"])
+        metrics = trained / spec["outputs"]["evaluate_metrics"]
+        rows = dict(line.split("\t") for line in metrics.read_text().strip().splitlines())
+        assert rows, f"{metrics} is empty"
+        for name, value in rows.items():
+            assert float(value) == float(value) or "hd" in name, f"metric {name} is NaN"
+
+    def test_inference_writes_outputs(self, trained: Path) -> None:
+        spec = overrides_of(trained.name)
+        run(trained, ("inference.json",), "inference", **spec["train"])
+        assert glob.glob(str(trained / spec["outputs"]["inference_glob"])), "inference wrote no mask"
+        assert glob.glob(str(trained / spec["outputs"]["overlay_glob"])), "inference wrote no overlay PNG"
+
+    def test_torchscript_export_matches_network(self, trained: Path) -> None:
+        spec = overrides_of(trained.name)
+        ts_file = trained / "models" / "model.ts"
+        common = {
+            "meta_file": str(trained / "configs" / "metadata.json"),
+            "config_file": str(trained / "configs" / "inference.json"),
+        }
+        ckpt_export(
+            net_id="network_def",
+            filepath=str(ts_file),
+            ckpt_file=str(trained / "models" / "model.pt"),
+            bundle_root=str(trained),
+            **common,
+            **spec["train"],
+        )
+        parser = ConfigParser()
+        parser.read_config(common["config_file"])
+        parser.update({"bundle_root": str(trained), **spec["train"]})
+        net = parser.get_parsed_content("network_def")
+        state = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)
+        net.load_state_dict(state.get("model", state))
+        net.eval()
+        scripted = torch.jit.load(str(ts_file))
+        x = torch.rand(*spec["export_input_shape"])
+        with torch.no_grad():
+            torch.testing.assert_close(scripted(x), net(x))
+
+
+def test_bundle_tests_cover_every_bundle() -> None:
+    assert BUNDLES, "no bundle found under bundles/"
+    for name in BUNDLES:
+        assert os.path.isfile(REPO_ROOT / "tests" / "bundle_overrides" / f"{name}.json"), name
