@@ -6,6 +6,7 @@ Parametrised over every folder in ``bundles/``; a bundle's tiny sizes come from 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import subprocess
@@ -37,6 +38,12 @@ def overrides_of(name: str) -> dict:
     path = REPO_ROOT / "tests" / "bundle_overrides" / f"{name}.json"
     assert path.is_file(), f"bundle '{name}' has no tiny test sizes: add {path.relative_to(REPO_ROOT)}"
     return json.loads(path.read_text())
+
+
+def input_fingerprint(bundle: Path) -> dict[str, str]:
+    """sha256 of every file of the (synthetic) input data: runs must neither add to nor change it."""
+    data = bundle / "eval" / "synthetic_data"
+    return {str(p.relative_to(data)): hashlib.sha256(p.read_bytes()).hexdigest() for p in data.rglob("*") if p.is_file()}
 
 
 def configs(bundle: Path, *names: str) -> list[str]:
@@ -146,16 +153,21 @@ class TestBundle:
 
     def test_evaluate_reports_metrics(self, trained: Path) -> None:
         spec = overrides_of(trained.name)
-        run(trained, ("train.json", "evaluate.json"), "eval", **spec["train"])
+        run(trained, ("train.json", "evaluate.json"), "train", **spec["train"])  # writes its test data on first use
+        before = input_fingerprint(trained)
+        run(trained, ("train.json", "evaluate.json"), "train", **spec["train"])
+        assert input_fingerprint(trained) == before, "evaluation wrote into or changed its input data"
         metrics = trained / spec["outputs"]["evaluate_metrics"]
-        rows = dict(line.split("\t") for line in metrics.read_text().strip().splitlines())
+        rows = dict(line.split(",") for line in metrics.read_text().strip().splitlines())
         assert rows, f"{metrics} is empty"
         for name, value in rows.items():
             assert float(value) == float(value) or "hd" in name, f"metric {name} is NaN"
 
     def test_inference_writes_outputs(self, trained: Path) -> None:
         spec = overrides_of(trained.name)
+        before = input_fingerprint(trained)
         run(trained, ("inference.json",), "inference", **spec["train"])
+        assert input_fingerprint(trained) == before, "inference wrote into or changed its input data"
         assert glob.glob(str(trained / spec["outputs"]["inference_glob"])), "inference wrote no mask"
         assert glob.glob(str(trained / spec["outputs"]["overlay_glob"])), "inference wrote no overlay PNG"
 

@@ -50,16 +50,29 @@ class _AtomicDiskSaver(BaseSaveHandler):
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
-    """MONAI's ``CheckpointSaver`` writing every file atomically (MONAI's own saver writes in place)."""
+    """MONAI's ``CheckpointSaver`` writing every file atomically (MONAI's own saver writes in place).
 
-    def __init__(self, save_dir: str, *args: Any, **kwargs: Any) -> None:
+    Args:
+        save_dir: folder of the checkpoints.
+        engine_key: also save the state (epoch, iteration) of the engine this handler is attached to under this key,
+            so training can resume; a config cannot reference the trainer from its own handler list.
+        args, kwargs: the arguments of ``monai.handlers.CheckpointSaver``.
+    """
+
+    def __init__(self, save_dir: str, *args: Any, engine_key: str | None = None, **kwargs: Any) -> None:
         super().__init__(save_dir, *args, **kwargs)
+        self.engine_key = engine_key
         if self._final_checkpoint is not None:
             self._final_checkpoint.save_handler = _AtomicDiskSaver(save_dir, self._final_filename)
         if self._key_metric_checkpoint is not None:
             self._key_metric_checkpoint.save_handler = _AtomicDiskSaver(save_dir, kwargs.get("key_metric_filename"))
         if self._interval_checkpoint is not None:
             self._interval_checkpoint.save_handler = _AtomicDiskSaver(save_dir)
+
+    def attach(self, engine: Engine) -> None:
+        if self.engine_key:
+            self.save_dict[self.engine_key] = engine  # the Checkpoint objects share this dict
+        super().attach(engine)
 
 
 def latest_checkpoint(ckpt_dir: str, prefix: str = "checkpoint") -> str | None:
@@ -76,12 +89,14 @@ class ResumeFromCheckpoint:
     """Resume training from the newest interval checkpoint in ``ckpt_dir`` when ``enabled``.
 
     Attach it to the trainer before the other handlers. It restores everything in ``load_dict`` (model, optimizer,
-    trainer state, ...) with MONAI's ``CheckpointLoader``, so ``trainer.run()`` continues at the saved epoch.
+    ...) and the trainer's own state with MONAI's ``CheckpointLoader``, so ``trainer.run()`` continues at the saved
+    epoch.
 
     Args:
         ckpt_dir: folder of the ``AtomicCheckpointSaver`` interval checkpoints.
         load_dict: objects to restore, keyed as in the saved checkpoint.
         enabled: resume only when True (the bundles' ``resume`` config key), so configs can always list the handler.
+        engine_key: key under which the checkpoint holds the trainer's state (``AtomicCheckpointSaver.engine_key``).
         prefix: file prefix of the interval checkpoints.
         map_location: passed to ``torch.load``.
     """
@@ -91,11 +106,13 @@ class ResumeFromCheckpoint:
         ckpt_dir: str,
         load_dict: dict,
         enabled: bool = False,
+        engine_key: str = "trainer",
         prefix: str = "checkpoint",
         map_location: Any = None,
     ) -> None:
         self.ckpt_dir = ckpt_dir
         self.load_dict = load_dict
+        self.engine_key = engine_key
         self.enabled = bool(enabled)
         self.prefix = prefix
         self.map_location = map_location
@@ -112,4 +129,5 @@ class ResumeFromCheckpoint:
                 "train once without --resume first, or point --ckpt_dir to the folder of the interrupted run."
             )
         logger.info("resuming from %s", path)
-        CheckpointLoader(load_path=path, load_dict=self.load_dict, map_location=self.map_location)(engine)
+        load_dict = {**self.load_dict, self.engine_key: engine}
+        CheckpointLoader(load_path=path, load_dict=load_dict, map_location=self.map_location)(engine)

@@ -23,7 +23,7 @@ __all__ = ["SaveMaskd", "SaveOverlayd", "output_path"]
 
 def output_path(output_dir: str, source: str, postfix: str, ext: str | None = None) -> str:
     """``<output_dir>/<stem>_<postfix><ext>``, the extension of ``source`` unless ``ext`` is given."""
-    stem, source_ext = split_extension(source)
+    stem, source_ext = split_extension(os.path.basename(source))
     return os.path.join(output_dir, f"{stem}_{postfix}{ext or source_ext}")
 
 
