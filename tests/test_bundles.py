@@ -43,7 +43,9 @@ def overrides_of(name: str) -> dict:
 def input_fingerprint(bundle: Path) -> dict[str, str]:
     """sha256 of every file of the (synthetic) input data: runs must neither add to nor change it."""
     data = bundle / "eval" / "synthetic_data"
-    return {str(p.relative_to(data)): hashlib.sha256(p.read_bytes()).hexdigest() for p in data.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(data)): hashlib.sha256(p.read_bytes()).hexdigest() for p in data.rglob("*") if p.is_file()
+    }
 
 
 def configs(bundle: Path, *names: str) -> list[str]:

@@ -66,7 +66,7 @@ def test_every_bad_mask_is_named_in_one_error(pairs):
     (pairs / "masks" / "p03_2.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="2 of 10 masks are not usable") as error:
         prepare_folder(str(pairs / "dl.json"), images_dir=str(pairs / "images"), masks_dir=str(pairs / "masks"))
-    assert "p02_1.png: values {0, 1, 2" in str(error.value) and "not binary" in str(error.value)
+    assert "p02_1.png: expected a binary mask" in str(error.value) and "found values 0, 1, 2" in str(error.value)
     assert "p03_2.png: cannot be read" in str(error.value)
     assert not (pairs / "dl.json").exists()
 
@@ -82,10 +82,16 @@ def test_multi_label_masks_need_the_flag(pairs):
     )
 
 
-def test_rgb_mask_is_reported(pairs):
-    _png(pairs / "masks" / "p04_1.png", np.zeros((16, 16, 3)))
-    with pytest.raises(ValueError, match=r"p04_1\.png: has 3 channels"):
-        prepare_folder(str(pairs / "dl.json"), images_dir=str(pairs / "images"), masks_dir=str(pairs / "masks"))
+def test_rgb_mask_is_reported_unless_its_channels_agree(pairs):
+    grey = np.zeros((16, 16, 3))
+    grey[4:8, 4:8] = 255
+    _png(pairs / "masks" / "p04_1.png", grey)  # a binary mask saved as RGB: accepted, as the bundles accept it
+    prepare_folder(str(pairs / "dl.json"), images_dir=str(pairs / "images"), masks_dir=str(pairs / "masks"))
+    colour = grey.copy()
+    colour[..., 1] = 0
+    _png(pairs / "masks" / "p04_1.png", colour)
+    with pytest.raises(ValueError, match=r"p04_1\.png: expected 1 channel\(s\), got 3"):
+        prepare_folder(str(pairs / "dl2.json"), images_dir=str(pairs / "images"), masks_dir=str(pairs / "masks"))
 
 
 def test_masks_only_with_group_file(pairs):
@@ -102,10 +108,10 @@ def test_masks_only_with_group_file(pairs):
         str(output), masks_dir=str(pairs / "masks"), group_file=str(pairs / "files.txt"), test_fraction=0.3, seed=2
     )
     entries = [e for split in datalist.values() for e in split]
-    assert len(entries) == 10 and all(set(e) <= {"label", "group"} for e in entries)
-    by_name = {e["label"].split("/")[-1]: e.get("group") for e in entries}
+    assert len(entries) == 10 and all(set(e) == {"label", "group"} for e in entries)  # same keys: MONAI batches them
+    by_name = {e["label"].split("/")[-1]: e["group"] for e in entries}
     assert by_name["p01_2.png"] == "Pp01"
-    assert by_name["p04_1.png"] is None and by_name["p05_1.png"] is None  # missing and unknown: own groups
+    assert by_name["p04_1.png"] == "" and by_name["p05_1.png"] == ""  # missing and unknown: own groups
     for patient in ("p01", "p02", "p03"):
         splits = {s for s, split in datalist.items() for e in split if e.get("group") == "P" + patient}
         assert len(splits) == 1

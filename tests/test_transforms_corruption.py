@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from monai.data import MetaTensor
-from monai.transforms import Compose
 from skimage.draw import disk as draw_disk
 from skimage.segmentation import find_boundaries
 
@@ -22,7 +21,6 @@ from common.transforms.corruption import (
     RandErosion,
     RandHoles,
     RandMaskCorruption,
-    RandMaskCorruptiond,
     RandSaltPepper,
     RandTileDeletion,
     make_corruption,
@@ -252,25 +250,11 @@ def test_corruption_keeps_shape_dtype_and_binary_values(mask, kind, seed):
     assert set(np.unique(out).tolist()) <= {0, 1}
 
 
-def test_dictionary_version():
-    data = {"label": _blob(), "target": _blob()}
-    out = _seeded(RandMaskCorruptiond(keys="label", **ALL_ON), 0)(data)
-    again = _seeded(RandMaskCorruptiond(keys="label", **ALL_ON), 0)(data)
-    np.testing.assert_array_equal(out["label"], again["label"])
-    assert not np.array_equal(out["label"], data["label"]) and out["target"] is data["target"]
-    assert _seeded(RandMaskCorruptiond(keys="label", prob=0.0), 0)(data)["label"] is data["label"]
-    composed = Compose([RandMaskCorruptiond(keys="label", **ALL_ON)])
-    composed.set_random_state(7)
-    first = composed(data)["label"]
-    composed.set_random_state(7)
-    np.testing.assert_array_equal(composed(data)["label"], first)
-
-
 def test_invalid_input_is_rejected():
     with pytest.raises(ValueError, match=r"binary.*\[0, 1, 2\]"):
         RandErosion()(np.array([[[0, 1, 2]]]))
     with pytest.raises(ValueError, match=r"binary"):
-        RandMaskCorruptiond(keys="label", prob=0.0)({"label": np.full((1, 4, 4), 0.5)})
+        RandMaskCorruption(prob=0.0)(np.full((1, 4, 4), 0.5))
     with pytest.raises(ValueError, match=r"\(C, H, W\).*\(4, 4\)"):
         RandMaskCorruption()(np.zeros((4, 4)))
 

@@ -25,6 +25,7 @@ import fire
 import numpy as np
 
 from common.data.datalist import SPLITS, pair_folder, split_extension, split_items, validate_fractions, write_datalist
+from common.transforms.masks import EnsureBinaryMask
 
 __all__ = ["UNKNOWN_GROUPS", "check_masks", "main", "prepare_folder", "read_group_file"]
 
@@ -91,34 +92,39 @@ def _groups_from_table(items: Sequence[dict], table: dict[str, str]) -> list[str
 
 
 def _mask_problem(path: str, multi_label: bool, loader: Callable[[str], Any]) -> str | None:
-    """Why the mask at ``path`` is unusable (unreadable, several channels, not binary / not integer), or None."""
-    from monai.data.utils import is_no_channel
+    """Why the mask at ``path`` is unusable (unreadable, several channels, not binary / not integer), or None.
 
+    Binary masks get the same check as the bundles' loading (``EnsureBinaryMask``), so a datalist this tool accepts
+    is one the bundles accept.
+    """
     try:
         mask = loader(path)
     except Exception as err:  # any reader failure is reported with the file, not raised
         return f"{path}: cannot be read ({type(err).__name__}: {err})"
-    channel_dim = mask.meta.get("original_channel_dim", float("nan"))
-    if not is_no_channel(channel_dim):
-        return f"{path}: has {mask.shape[int(channel_dim)]} channels, expected a single-channel mask"
+    if not multi_label:
+        try:
+            EnsureBinaryMask(allow_empty=True)(mask, name=path)
+        except ValueError as err:
+            return f"{err} Use --multi_label True for label maps."
+        return None
+    if mask.shape[0] != 1:
+        return f"{path}: has {mask.shape[0]} channels, expected a single-channel label map"
     values = np.unique(np.asarray(mask))
-    shown = ", ".join(f"{v:g}" for v in values[:8]) + (", ..." if len(values) > 8 else "")
-    if multi_label:
-        if np.any(values < 0) or np.any(values != np.round(values)):
-            return f"{path}: values {{{shown}}} are not non-negative integer labels"
-    elif not (set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}):
-        return f"{path}: values {{{shown}}} are not binary (0/1 or 0/255); use --multi_label True for label maps"
+    if np.any(values < 0) or np.any(values != np.round(values)):
+        shown = ", ".join(f"{v:g}" for v in values[:8]) + (", ..." if len(values) > 8 else "")
+        return f"{path}: values {{{shown}}} are not non-negative integer labels"
     return None
 
 
 def check_masks(paths: Sequence[str], multi_label: bool = False) -> list[str]:
     """Read every mask and return one line per bad file (empty when all are usable).
 
-    A usable mask has one channel and values {0, 1} or {0, 255}, or non-negative integers with ``multi_label``.
+    A usable mask has one channel (or identical channels) and values {0, 1} or {0, 255}, or non-negative integers
+    with ``multi_label``.
     """
     from monai.transforms import LoadImage
 
-    loader = LoadImage(image_only=True)
+    loader = LoadImage(image_only=True, ensure_channel_first=True)
     return [problem for path in paths if (problem := _mask_problem(path, multi_label, loader)) is not None]
 
 
@@ -128,11 +134,16 @@ def _relative(entry: dict, base: Path) -> dict:
 
 
 def _attach_groups(items: list[dict], groups: Sequence[str | None]) -> None:
-    """Store each item's group (``group`` key when known) and a split key that is unique for unknown groups."""
+    """Store each item's group and a split key that is unique for unknown groups.
+
+    When any group is known, every entry gets a ``group`` key (``""`` when unknown): entries of one datalist must
+    share their keys, or MONAI cannot batch them.
+    """
+    any_known = any(group is not None for group in groups)
     for index, (item, group) in enumerate(zip(items, groups, strict=True)):
         item[_SPLIT_GROUP] = group if group is not None else ("single", index)
-        if group is not None:
-            item["group"] = group
+        if any_known:
+            item["group"] = group or ""
 
 
 def _item_groups(

@@ -10,13 +10,11 @@ holes, salt-and-pepper noise, random blocks). Every transform works on a channel
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
-from monai.config import KeysCollection
 from monai.config.type_definitions import NdarrayOrTensor
-from monai.transforms import MapTransform, RandomizableTransform
+from monai.transforms import RandomizableTransform
 from monai.utils import MAX_SEED, TransformBackends, convert_to_dst_type, convert_to_numpy
 from scipy import ndimage
 from skimage.draw import disk as draw_disk
@@ -34,7 +32,6 @@ __all__ = [
     "RandErosion",
     "RandHoles",
     "RandMaskCorruption",
-    "RandMaskCorruptiond",
     "RandSaltPepper",
     "RandTileDeletion",
     "make_corruption",
@@ -425,81 +422,3 @@ class RandMaskCorruption(RandomizableTransform):
                 mask = transform._apply(mask)
         out, *_ = convert_to_dst_type(mask, img, dtype=img.dtype)
         return out
-
-
-class RandMaskCorruptiond(RandomizableTransform, MapTransform):
-    """Dictionary-based wrapper of :py:class:`RandMaskCorruption`.
-
-    Whether to corrupt is decided once per call (with ``prob``) for all keys; each key then gets its own draws.
-    To keep the clean mask as the DAE target, copy it first (e.g. ``CopyItemsd``) and corrupt the copy.
-
-    Args:
-        keys: keys of the corresponding items to be transformed.
-        edge_swap_prob ... blocks_kwargs: as in :py:class:`RandMaskCorruption`.
-        prob: probability of corrupting at all.
-        allow_missing_keys: don't raise exception if key is missing.
-    """
-
-    backend = RandMaskCorruption.backend
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        edge_swap_prob: float = 1.0,
-        tile_deletion_prob: float = 1.0,
-        disc_addition_prob: float = 1.0,
-        erosion_prob: float = 0.0,
-        dilation_prob: float = 0.0,
-        holes_prob: float = 0.0,
-        salt_pepper_prob: float = 0.0,
-        blocks_prob: float = 0.0,
-        edge_swap_kwargs: dict[str, Any] | None = None,
-        tile_deletion_kwargs: dict[str, Any] | None = None,
-        disc_addition_kwargs: dict[str, Any] | None = None,
-        erosion_kwargs: dict[str, Any] | None = None,
-        dilation_kwargs: dict[str, Any] | None = None,
-        holes_kwargs: dict[str, Any] | None = None,
-        salt_pepper_kwargs: dict[str, Any] | None = None,
-        blocks_kwargs: dict[str, Any] | None = None,
-        prob: float = 1.0,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        _check_fraction("prob", prob)
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
-        self.corruption = RandMaskCorruption(
-            edge_swap_prob=edge_swap_prob,
-            tile_deletion_prob=tile_deletion_prob,
-            disc_addition_prob=disc_addition_prob,
-            erosion_prob=erosion_prob,
-            dilation_prob=dilation_prob,
-            holes_prob=holes_prob,
-            salt_pepper_prob=salt_pepper_prob,
-            blocks_prob=blocks_prob,
-            edge_swap_kwargs=edge_swap_kwargs,
-            tile_deletion_kwargs=tile_deletion_kwargs,
-            disc_addition_kwargs=disc_addition_kwargs,
-            erosion_kwargs=erosion_kwargs,
-            dilation_kwargs=dilation_kwargs,
-            holes_kwargs=holes_kwargs,
-            salt_pepper_kwargs=salt_pepper_kwargs,
-            blocks_kwargs=blocks_kwargs,
-            prob=1.0,
-        )
-
-    def set_random_state(
-        self, seed: int | None = None, state: np.random.RandomState | None = None
-    ) -> RandMaskCorruptiond:
-        super().set_random_state(seed, state)
-        self.corruption.set_random_state(seed, state)
-        return self
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        d = dict(data)
-        self.randomize(None)
-        for key in self.key_iterator(d):
-            if self._do_transform:
-                d[key] = self.corruption(d[key])
-            else:
-                _as_mask(d[key])  # invalid input fails whether or not this call corrupts
-        return d

@@ -89,7 +89,8 @@ class EnsureBinaryMaskd(MapTransform):
 
 
 class CorruptMaskd(RandomizableTransform, MapTransform):
-    """Apply a random mask corruption (e.g. :class:`common.transforms.RandMaskCorruption`) to the masks in ``keys``.
+    """Dictionary version of the mask corruptions: apply ``corruption`` (any transform of
+    ``common.transforms.corruption``, e.g. the composite :class:`RandMaskCorruption`) to the masks in ``keys``.
 
     With ``fixed_seed`` set, each mask is corrupted the same way every time it is seen: the random state is re-seeded
     from ``fixed_seed`` and the mask's file name, so validation and evaluation inputs do not change between epochs or
