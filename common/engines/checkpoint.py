@@ -19,7 +19,8 @@ __all__ = ["AtomicCheckpointSaver", "ResumeFromCheckpoint", "latest_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
-_EPOCH = re.compile(r"_?(?:epoch|iteration)=(\d+)\.pt$")
+# interval checkpoints only: "checkpoint_final_iteration=N.pt" (save_final) counts iterations, not epochs
+_EPOCH = re.compile(r"(?:^|_)(?<!final_)(?:epoch|iteration)=(\d+)\.pt$")
 
 
 class _AtomicDiskSaver(BaseSaveHandler):

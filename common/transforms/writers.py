@@ -53,7 +53,8 @@ class SaveMaskd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        source = source_name(d.get(self.source_key), default=f"{self.source_key}.nii.gz")
+        source_img = d.get(self.source_key)
+        source = source_name(source_img, default=f"{self.source_key}.nii.gz")
         os.makedirs(self.output_dir, exist_ok=True)
         for key in self.key_iterator(d):
             mask = d[key]
@@ -63,7 +64,9 @@ class SaveMaskd(MapTransform):
                 PILWriter(output_dtype=np.uint8, scale=255) if png else NibabelWriter(output_dtype=np.uint8)
             )
             writer.set_data_array(mask, channel_dim=0)
-            meta = mask.meta if isinstance(mask, MetaTensor) else None
+            # a mask without metadata of its own (a plain array) takes the source's affine, as documented
+            meta_of = mask if isinstance(mask, MetaTensor) else source_img
+            meta = meta_of.meta if isinstance(meta_of, MetaTensor) else None
             writer.set_metadata(meta, resample=False)
             with atomic_output(path) as tmp:
                 writer.write(tmp)

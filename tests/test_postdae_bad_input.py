@@ -1,0 +1,109 @@
+"""Bad input to the Post-DAE bundle: each case stops with one message that names the file or key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from monai.bundle import ConfigWorkflow
+from PIL import Image
+
+from tests.conftest import BUNDLES_DIR
+
+BUNDLE = BUNDLES_DIR / "postdae_mask_refinement"
+TINY = {"image_size": [32, 32], "encoder_channels": [4, 4, 4, 4, 4], "decoder_channels": [4, 4, 4, 4], "latent_size": 8}
+
+
+def error_text(error: BaseException) -> str:
+    """The messages of an exception and of everything it was raised from (MONAI wraps config errors)."""
+    parts = []
+    while error is not None:
+        parts.append(str(error))
+        error = error.__cause__ or error.__context__
+    return "\n".join(parts)
+
+
+def build_training_data(tmp_path: Path, **overrides: object) -> None:
+    """Instantiate the training dataset (which loads and checks every mask) for the given overrides."""
+    wf = ConfigWorkflow(
+        config_file=str(BUNDLE / "configs" / "train.json"),
+        meta_file=str(BUNDLE / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="train",
+        bundle_root=str(tmp_path / "bundle"),
+        **TINY,
+        **overrides,
+    )
+    wf.initialize()
+    wf.parser.get_parsed_content("train#dataset")
+
+
+def write_masks(folder: Path, masks: dict[str, np.ndarray]) -> Path:
+    """Write masks as PNG into ``folder/masks`` with a datalist using every mask in every section."""
+    (folder / "masks").mkdir(parents=True)
+    for name, mask in masks.items():
+        Image.fromarray(mask.astype(np.uint8)).save(folder / "masks" / name)
+    entries = [{"label": f"masks/{name}"} for name in masks]
+    (folder / "datalist.json").write_text(json.dumps({"training": entries, "validation": entries, "test": entries}))
+    return folder
+
+
+def good_mask() -> np.ndarray:
+    mask = np.zeros((40, 48), np.uint8)
+    mask[8:30, 6:20] = 255
+    mask[8:30, 28:42] = 255
+    return mask
+
+
+def test_missing_dataset_dir_is_an_error_not_synthetic_data(tmp_path):
+    with pytest.raises(Exception) as error:
+        build_training_data(tmp_path, dataset_dir=str(tmp_path / "nope"))
+    assert f"dataset_dir '{tmp_path / 'nope'}' does not exist" in error_text(error.value)
+    assert not (tmp_path / "bundle" / "eval" / "synthetic_data").exists()
+
+
+def test_dataset_dir_without_datalist(tmp_path):
+    (tmp_path / "data").mkdir()
+    with pytest.raises(Exception) as error:
+        build_training_data(tmp_path, dataset_dir=str(tmp_path / "data"))
+    assert "datalist" in error_text(error.value) and "datalist.json' not found" in error_text(error.value)
+
+
+def test_missing_mask_file_is_named(tmp_path):
+    data = write_masks(tmp_path / "data", {"a.png": good_mask()})
+    (data / "masks" / "a.png").unlink()
+    with pytest.raises(Exception) as error:
+        build_training_data(tmp_path, dataset_dir=str(data))
+    assert "masks/a.png" in error_text(error.value) and "do not exist" in error_text(error.value)
+
+
+@pytest.mark.parametrize(
+    ("mask", "expected"),
+    [
+        (np.arange(40 * 48).reshape(40, 48) % 3, "expected a binary mask with values {0, 1} or {0, 255}"),
+        (np.zeros((40, 48)), "the mask is empty"),
+        (np.stack([good_mask(), np.zeros((40, 48)), good_mask()], axis=-1), "expected 1 channel(s), got 3"),
+    ],
+    ids=["non-binary", "empty", "colour"],
+)
+def test_bad_mask_is_named(tmp_path, mask, expected):
+    data = write_masks(tmp_path / "data", {"good.png": good_mask(), "bad.png": mask})
+    with pytest.raises(Exception) as error:
+        build_training_data(tmp_path, dataset_dir=str(data))
+    text = error_text(error.value)
+    assert expected in text and str(data / "masks" / "bad.png") in text
+
+
+def test_unreadable_mask_is_named(tmp_path):
+    data = write_masks(tmp_path / "data", {"good.png": good_mask(), "bad.png": good_mask()})
+    (data / "masks" / "bad.png").write_bytes(b"\x89PNG truncated")
+    with pytest.raises(Exception) as error:
+        build_training_data(tmp_path, dataset_dir=str(data))
+    assert str(data / "masks" / "bad.png") in error_text(error.value)
+
+
+def test_grey_mask_saved_as_rgb_is_accepted(tmp_path):
+    data = write_masks(tmp_path / "data", {"rgb.png": np.repeat(good_mask()[..., None], 3, axis=-1)})
+    build_training_data(tmp_path, dataset_dir=str(data))
