@@ -124,11 +124,12 @@ def test_overlay_red_prediction_green_label(tmp_path, png_source):
     assert out["pred_overlay_path"] == str(tmp_path / "ov" / "case_01_overlay.png")
     with Image.open(out["pred_overlay_path"]) as written:
         assert written.mode == "RGB"
-        assert written.size == (20, 30)  # (width, height) of the (30, 20) array
+        # MONAI loads PNGs as (width, height): the overlay of a PNG-sourced (30, 20) array is 30 wide, 20 high
+        assert written.size == (30, 20)
         rgb = np.array(written)
     red, green = (rgb == RED).all(-1), (rgb == GREEN).all(-1)
-    np.testing.assert_array_equal(red, find_boundaries(pred[0] > 0, mode="inner"))
-    np.testing.assert_array_equal(green, find_boundaries(label[0] > 0, mode="inner"))
+    np.testing.assert_array_equal(red, find_boundaries(pred[0] > 0, mode="inner").T)
+    np.testing.assert_array_equal(green, find_boundaries(label[0] > 0, mode="inner").T)
     assert red.any()
     assert green.any()
     assert _all_files(tmp_path / "ov") == ["case_01_overlay.png"]

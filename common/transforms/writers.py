@@ -86,8 +86,9 @@ def _to_rgb(image: np.ndarray) -> np.ndarray:
 class SaveOverlayd(MapTransform):
     """Save a PNG that shows the predicted contour (red) and, if present, the reference contour (green) on the image.
 
-    A quick look for the user, not a data product: 3D items show the slice with the most predicted foreground, and the
-    PNG keeps the array's row/column order as MONAI loaded it.
+    A quick look for the user, not a data product: 3D items show the slice with the most predicted foreground. Items
+    loaded from ordinary pictures (PNG, JPEG, ...) are shown the way the picture was: MONAI loads those with rows and
+    columns swapped, and the overlay swaps them back, as MONAI's own PNG writer does.
 
     Args:
         image_key: key of the background image (channel-first).
@@ -120,6 +121,8 @@ class SaveOverlayd(MapTransform):
                 "must have the same spatial shape."
             )
         label = _as_numpy(d[self.label_key]) if self.label_key and self.label_key in d else None
+        source = source_name(d.get(self.source_key), default=self.source_key)
+        picture = image.ndim == 3 and split_extension(os.path.basename(source))[1] in PNG_EXTENSIONS
         if image.ndim == 4:
             z = int(np.argmax((pred[0] > 0).sum(axis=(0, 1))))
             image, pred = image[..., z], pred[..., z]
@@ -128,7 +131,8 @@ class SaveOverlayd(MapTransform):
         rgb[find_boundaries(pred[0] > 0.5, mode="inner")] = (255, 0, 0)
         if label is not None:
             rgb[find_boundaries(label[0] > 0.5, mode="inner")] = (0, 255, 0)
-        source = source_name(d.get(self.source_key), default=f"{self.source_key}.png")
+        if picture:
+            rgb = rgb.transpose(1, 0, 2)
         os.makedirs(self.output_dir, exist_ok=True)
         path = output_path(self.output_dir, source, self.postfix, ".png")
         with atomic_output(path) as tmp:
