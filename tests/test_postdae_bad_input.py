@@ -107,3 +107,18 @@ def test_unreadable_mask_is_named(tmp_path):
 def test_grey_mask_saved_as_rgb_is_accepted(tmp_path):
     data = write_masks(tmp_path / "data", {"rgb.png": np.repeat(good_mask()[..., None], 3, axis=-1)})
     build_training_data(tmp_path, dataset_dir=str(data))
+
+
+def test_inference_without_trained_weights_names_the_key(tmp_path):
+    wf = ConfigWorkflow(
+        config_file=str(BUNDLE / "configs" / "inference.json"),
+        meta_file=str(BUNDLE / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="inference",
+        bundle_root=str(tmp_path / "bundle"),
+        **TINY,
+    )
+    wf.initialize()
+    with pytest.raises(Exception) as error:
+        wf.run()
+    assert "model.pt' does not exist (config key 'ckpt_dir')" in error_text(error.value)
