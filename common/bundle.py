@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-__all__ = ["existing_checkpoint", "locate_bundle_root"]
+__all__ = ["locate_bundle_root"]
 
 
 def _bundle_name(folder: str) -> str | None:
@@ -30,13 +30,3 @@ def locate_bundle_root(name: str) -> str:
         f"cannot find bundle '{name}' from {os.getcwd()}: looked for configs/metadata.json in "
         f"{json.dumps(candidates)}; run from the repository root or the bundle folder, or pass --bundle_root <folder>."
     )
-
-
-def existing_checkpoint(path: str, key: str = "ckpt_dir") -> str:
-    """Return ``path`` if the checkpoint exists; otherwise say which config key to fix instead of failing in torch."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"checkpoint '{path}' does not exist (config key '{key}'): train the bundle first "
-            f"(python -m monai.bundle run training ...) or pass --{key} <folder holding model.pt>."
-        )
-    return path

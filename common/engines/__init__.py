@@ -1,6 +1,12 @@
 """Engine pieces: atomic checkpoints, resuming, gradient clipping."""
 
-from .checkpoint import AtomicCheckpointSaver, ResumeFromCheckpoint, latest_checkpoint
+from .checkpoint import AtomicCheckpointSaver, CheckedCheckpointLoader, ResumeFromCheckpoint, latest_checkpoint
 from .handlers import ClipGradNorm
 
-__all__ = ["AtomicCheckpointSaver", "ClipGradNorm", "ResumeFromCheckpoint", "latest_checkpoint"]
+__all__ = [
+    "AtomicCheckpointSaver",
+    "CheckedCheckpointLoader",
+    "ClipGradNorm",
+    "ResumeFromCheckpoint",
+    "latest_checkpoint",
+]

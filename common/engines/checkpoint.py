@@ -15,7 +15,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
-__all__ = ["AtomicCheckpointSaver", "ResumeFromCheckpoint", "latest_checkpoint"]
+__all__ = ["AtomicCheckpointSaver", "CheckedCheckpointLoader", "ResumeFromCheckpoint", "latest_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,3 +132,29 @@ class ResumeFromCheckpoint:
         logger.info("resuming from %s", path)
         load_dict = {**self.load_dict, self.engine_key: engine}
         CheckpointLoader(load_path=path, load_dict=load_dict, map_location=self.map_location)(engine)
+
+
+class CheckedCheckpointLoader(CheckpointLoader):
+    """MONAI's ``CheckpointLoader`` that, when the run starts, names the config key to fix if the file is missing.
+
+    The check happens at run time, not when the config is parsed, so tools that only inspect a bundle (property
+    checks, MONAI Label) work before the bundle has been trained.
+
+    Args:
+        load_path: checkpoint file.
+        load_dict: objects to restore, as for ``CheckpointLoader``.
+        config_key: the config key a user changes to point at the right folder.
+        kwargs: further ``CheckpointLoader`` arguments.
+    """
+
+    def __init__(self, load_path: str, load_dict: dict, config_key: str = "ckpt_dir", **kwargs: Any) -> None:
+        super().__init__(load_path=load_path, load_dict=load_dict, **kwargs)
+        self.config_key = config_key
+
+    def __call__(self, engine: Engine) -> None:
+        if not os.path.isfile(self.load_path):
+            raise FileNotFoundError(
+                f"checkpoint '{self.load_path}' does not exist (config key '{self.config_key}'): train the bundle "
+                f"first (python -m monai.bundle run training ...) or pass --{self.config_key} <folder with model.pt>."
+            )
+        super().__call__(engine)
