@@ -58,8 +58,15 @@ def _configs(*names: str) -> list[str]:
     return [str(BUNDLE / "configs" / n) for n in names]
 
 
-def _train_dae(work_dir: Path, dataset_dir: Path, datalist: Path, overrides: dict) -> float:
-    """Train the bundle's DAE (``max_epochs`` in ``overrides``); return the training seconds."""
+def _train_dae(work_dir: Path, dataset_dir: Path, datalist: Path, overrides: dict) -> float | None:
+    """Train the bundle's DAE (``max_epochs`` in ``overrides``); return the training seconds.
+
+    A work folder that already holds a finished training (``models/model_final.pt``) is reused (None returned), so
+    an evaluation can be repeated without retraining; delete the folder to train again.
+    """
+    if (work_dir / "models" / "model_final.pt").is_file():
+        logger.info("reusing the DAE trained in %s", work_dir / "models")
+        return None
     wf = ConfigWorkflow(
         config_file=_configs("train.json"),
         workflow_type="train",
