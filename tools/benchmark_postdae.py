@@ -7,6 +7,8 @@ Real data is read from where it lies (by default ``../shared/data``) and never c
     python -m tools.benchmark_postdae cxr --epochs 25
     # the paper's claim: masks of a weak segmenter (small BasicUNet) on BUSI, raw vs refined by a DAE of BUSI masks
     python -m tools.benchmark_postdae segmenter --unet_epochs 20 --dae_epochs 60
+    # short runs at 128x128 comparing training recipes (does the DAE learn to use its input at all?)
+    python -m tools.benchmark_postdae recipes
 
 Each writes ``results.json`` and ``results.md`` in its work folder.
 """
@@ -14,6 +16,7 @@ Each writes ``results.json`` and ``results.md`` in its work folder.
 from __future__ import annotations
 
 import csv
+import glob
 import logging
 import os
 import time
@@ -27,13 +30,15 @@ import torch
 from monai.bundle import ConfigWorkflow
 from monai.data import DataLoader, Dataset
 from monai.inferers import SimpleInferer
-from monai.losses import DiceCELoss
+from monai.losses import DiceCELoss, DiceLoss
 from monai.networks.nets import BasicUNet
 from monai.transforms import (
     Compose,
     EnsureChannelFirstd,
+    LoadImage,
     LoadImaged,
     RandFlipd,
+    Resize,
     Resized,
     ScaleIntensityd,
 )
@@ -41,10 +46,11 @@ from monai.utils import set_determinism
 
 from common.data.datalist import load_datalist
 from common.io import atomic_write_json, atomic_write_text
-from common.transforms import CORRUPTION_KINDS, EnsureBinaryMaskd, SaveMaskd
+from common.networks import PostDAE
+from common.transforms import CORRUPTION_KINDS, EnsureBinaryMaskd, RandMaskCorruption, SaveMaskd
 from tools.prepare_folder import prepare_folder
 
-__all__ = ["cxr", "segmenter"]
+__all__ = ["cxr", "recipes", "segmenter"]
 
 logger = logging.getLogger("tools.benchmark_postdae")
 
@@ -301,10 +307,84 @@ def segmenter(
     return results
 
 
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float((2 * (a * b).sum() + 1e-5) / (a.sum() + b.sum() + 1e-5))
+
+
+def _recipe_run(masks: np.ndarray, recipe: dict, iterations: int, seed: int) -> dict[str, float]:
+    """Train one PostDAE recipe on ``masks`` with corruptions scaled to their size; score fixed corrupted inputs."""
+    size = masks.shape[-1]
+    corruption = RandMaskCorruption(
+        edge_swap_kwargs={"num_swaps": 75, "max_distance": 5},
+        tile_deletion_kwargs={"patch_size": size // 16, "max_patches": 15},
+        disc_addition_kwargs={"radius": 2, "max_discs": 10},
+    )
+    corruption.set_random_state(seed)
+    fixed = np.stack([corruption(m) for m in masks[:16]])
+    torch.manual_seed(seed)
+    net = PostDAE(img_size=(size, size), **recipe["network"])
+    optimizer = torch.optim.Adam(net.parameters(), recipe["lr"])
+    loss_function = recipe["loss"](sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5)
+    rng = np.random.default_rng(seed)
+    for _ in range(iterations):
+        index = rng.integers(0, len(masks), 8)
+        inputs = torch.from_numpy(np.stack([corruption(masks[i]) for i in index]))
+        optimizer.zero_grad()
+        loss_function(net(inputs), torch.from_numpy(masks[index])).backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 0.5)
+        optimizer.step()
+    with torch.no_grad():
+        pred = (torch.sigmoid(net(torch.from_numpy(fixed))) > 0.5).float().numpy()
+    return {
+        "raw_dice": float(np.mean([_dice(fixed[i], masks[i]) for i in range(16)])),
+        "refined_dice": float(np.mean([_dice(pred[i], masks[i]) for i in range(16)])),
+        "pred_vs_pred_dice": float(np.mean([_dice(pred[i], pred[0]) for i in range(1, 16)])),
+    }
+
+
+def recipes(
+    data_dir: str = str(SHARED_DATA / "cxr_lung_masks"),
+    work_dir: str = "results/postdae_recipes",
+    iterations: int = 800,
+    size: int = 128,
+    seed: int = 0,
+) -> dict:
+    """Which training recipe lets the DAE learn: short runs on CXR masks at ``size``, six recipes.
+
+    ``pred_vs_pred_dice`` is the mean Dice between the outputs for different inputs: close to 1 means the network
+    ignores its input (it outputs one fixed shape).
+    """
+    files = sorted(glob.glob(os.path.join(glob.escape(data_dir), "masks", "*.png")))[:128]
+    if not files:
+        raise FileNotFoundError(f"no masks/*.png in data_dir '{data_dir}'")
+    resize = Resize((size, size), mode="nearest")
+    load = LoadImage(image_only=True, ensure_channel_first=True)
+    masks = np.stack([np.asarray(resize(load(f))) > 0 for f in files]).astype(np.float32)
+    reference, relu = _variant(True), {"decoder_activation": "relu", "bottleneck_activation": True}
+    grid = [
+        ("reference network, Dice, lr 1e-4", reference, DiceLoss, 1e-4),
+        ("reference network, Dice+BCE, lr 1e-3", reference, DiceCELoss, 1e-3),
+        ("ReLU decoder, Dice, lr 1e-4", relu, DiceLoss, 1e-4),
+        ("ReLU decoder, Dice, lr 1e-3", relu, DiceLoss, 1e-3),
+        ("ReLU decoder, Dice+BCE, lr 1e-3 (bundle default)", relu, DiceCELoss, 1e-3),
+    ]
+    rows = []
+    for name, network, loss, lr in grid:
+        network = {k: v for k, v in network.items() if k in ("decoder_activation", "bottleneck_activation")}
+        metrics = _recipe_run(masks, {"network": network, "loss": loss, "lr": lr}, iterations, seed)
+        rows.append({"recipe": name, **metrics})
+        logger.info("%s: %s", name, metrics)
+    work = Path(work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    results = {"iterations": iterations, "size": size, "rows": rows}
+    _write_results(work, results, _table(rows, ["recipe", "raw_dice", "refined_dice", "pred_vs_pred_dice"]))
+    return results
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    fire.Fire({"cxr": cxr, "segmenter": segmenter})
+    fire.Fire({"cxr": cxr, "segmenter": segmenter, "recipes": recipes})
 
 
 if __name__ == "__main__":
