@@ -109,6 +109,16 @@ def test_grey_mask_saved_as_rgb_is_accepted(tmp_path):
     build_training_data(tmp_path, dataset_dir=str(data))
 
 
+def test_training_entries_with_images_train_on_their_masks(tmp_path):
+    data = write_masks(tmp_path / "data", {"a.png": good_mask()})
+    Image.fromarray(np.zeros((40, 48), np.uint8)).save(data / "a_image.png")
+    datalist = json.loads((data / "datalist.json").read_text())
+    for section in datalist.values():
+        section[0]["image"] = "a_image.png"
+    (data / "datalist.json").write_text(json.dumps(datalist))
+    build_training_data(tmp_path, dataset_dir=str(data))
+
+
 def test_inference_without_trained_weights_names_the_key(tmp_path):
     wf = ConfigWorkflow(
         config_file=str(BUNDLE / "configs" / "inference.json"),
