@@ -25,19 +25,24 @@ def error_text(error: BaseException) -> str:
     return "\n".join(parts)
 
 
-def build_training_data(tmp_path: Path, **overrides: object) -> None:
-    """Instantiate the training dataset (which loads and checks every mask) for the given overrides."""
+def workflow(tmp_path: Path, config: str, workflow_type: str, **overrides: object) -> ConfigWorkflow:
+    """An initialised tiny workflow of the bundle whose outputs go to ``tmp_path/bundle``."""
     wf = ConfigWorkflow(
-        config_file=str(BUNDLE / "configs" / "train.json"),
+        config_file=str(BUNDLE / "configs" / config),
         meta_file=str(BUNDLE / "configs" / "metadata.json"),
         logging_file=False,
-        workflow_type="train",
+        workflow_type=workflow_type,
         bundle_root=str(tmp_path / "bundle"),
         **TINY,
         **overrides,
     )
     wf.initialize()
-    wf.parser.get_parsed_content("train#dataset")
+    return wf
+
+
+def build_training_data(tmp_path: Path, **overrides: object) -> None:
+    """Instantiate the training dataset (which loads and checks every mask) for the given overrides."""
+    workflow(tmp_path, "train.json", "train", **overrides).parser.get_parsed_content("train#dataset")
 
 
 def write_masks(folder: Path, masks: dict[str, np.ndarray]) -> Path:
@@ -120,15 +125,7 @@ def test_training_entries_with_images_train_on_their_masks(tmp_path):
 
 
 def test_inference_without_trained_weights_names_the_key(tmp_path):
-    wf = ConfigWorkflow(
-        config_file=str(BUNDLE / "configs" / "inference.json"),
-        meta_file=str(BUNDLE / "configs" / "metadata.json"),
-        logging_file=False,
-        workflow_type="inference",
-        bundle_root=str(tmp_path / "bundle"),
-        **TINY,
-    )
-    wf.initialize()
+    wf = workflow(tmp_path, "inference.json", "inference")
     with pytest.raises(Exception) as error:
         wf.run()
     assert "model.pt' does not exist (config key 'ckpt_dir')" in error_text(error.value)
