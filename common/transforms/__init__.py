@@ -13,9 +13,10 @@ from .corruption import (
     RandTileDeletion,
     make_corruption,
 )
+from .image import EnsureChannelsd, EnsureMinSized
 from .intensity import CTWindow, CTWindowd
 from .masks import CorruptMaskd, EnsureBinaryMask, EnsureBinaryMaskd, source_name
-from .sdf import MaskToSDF, MaskToSDFd, SDFToMask, SDFToMaskd, mask_to_sdf
+from .sdf import MaskToSDF, MaskToSDFd, SDFSamplesToMaskd, SDFToMask, SDFToMaskd, mask_to_sdf
 from .slices import ExtractSlicesd, select_slice_indices
 from .writers import SaveMaskd, SaveOverlayd
 
@@ -26,6 +27,8 @@ __all__ = [
     "CorruptMaskd",
     "EnsureBinaryMask",
     "EnsureBinaryMaskd",
+    "EnsureChannelsd",
+    "EnsureMinSized",
     "ExtractSlicesd",
     "MaskToSDF",
     "MaskToSDFd",
@@ -38,6 +41,7 @@ __all__ = [
     "RandMaskCorruption",
     "RandSaltPepper",
     "RandTileDeletion",
+    "SDFSamplesToMaskd",
     "SDFToMask",
     "SDFToMaskd",
     "SaveMaskd",

@@ -18,7 +18,7 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy
 from scipy import ndimage
 
-__all__ = ["MaskToSDF", "MaskToSDFd", "SDFToMask", "SDFToMaskd", "check_binary", "mask_to_sdf"]
+__all__ = ["MaskToSDF", "MaskToSDFd", "SDFSamplesToMaskd", "SDFToMask", "SDFToMaskd", "check_binary", "mask_to_sdf"]
 
 _MAX_REPORTED_VALUES = 10
 
@@ -198,4 +198,45 @@ class SDFToMaskd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.converter(d[key])
+        return d
+
+
+class SDFSamplesToMaskd(MapTransform):
+    """Turn the summary of K sampled SDFs into the mask and an uncertainty map.
+
+    The input under ``key`` is ``(2, H, W)`` as :py:class:`common.diffusion.SDFSamplingInferer` returns it:
+    the mean SDF and the fraction ``f`` of samples in which a pixel is foreground. ``key`` becomes the mask
+    ``mean_sdf <= threshold`` (one channel, float 0/1), ``uncertainty_key`` the disagreement ``1 - |2 f - 1|``
+    (0 where all samples agree, 1 where half of them say foreground), and ``sdf_key``, when given, the mean SDF.
+
+    Args:
+        keys: keys of the sampler summaries.
+        threshold: a pixel is foreground where the mean SDF is ``<= threshold``.
+        uncertainty_key: key of the uncertainty map.
+        sdf_key: key of the mean SDF, or None to drop it.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        threshold: float = 0.003,
+        uncertainty_key: str = "uncertainty",
+        sdf_key: str | None = None,
+    ) -> None:
+        super().__init__(keys)
+        self.to_mask = SDFToMask(threshold)
+        self.uncertainty_key = uncertainty_key
+        self.sdf_key = sdf_key
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            summary = d[key]
+            if summary.shape[0] != 2:
+                raise ValueError(f"'{key}' must hold (mean SDF, foreground fraction), got {summary.shape[0]} channels.")
+            sdf, frequency = summary[:1], summary[1:]
+            d[key] = self.to_mask(sdf)
+            d[self.uncertainty_key] = 1 - abs(2 * frequency - 1)
+            if self.sdf_key is not None:
+                d[self.sdf_key] = sdf
         return d

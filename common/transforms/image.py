@@ -1,0 +1,95 @@
+"""Checks and conversions of loaded images: channel count (RGB to grey) and minimum spatial size.
+
+Both name the file an image came from in their errors, so a wrong input is reported where the user can fix it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+from common.transforms.masks import source_name
+
+__all__ = ["EnsureChannelsd", "EnsureMinSized"]
+
+#: ITU-R BT.601 luma weights, what OpenCV's grey-scale reading (``cv2.imread(path, 0)``) uses.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _describe(data: Mapping[Hashable, Any], key: Hashable) -> str:
+    return f"image '{source_name(data[key], default=str(key))}' (key '{key}')"
+
+
+class EnsureChannelsd(MapTransform):
+    """Give channel-first images exactly ``channels`` channels, converting RGB(A) to grey when one is asked for.
+
+    Accepted: an image that already has ``channels`` channels; RGB (3) or RGBA (4, alpha dropped) when
+    ``channels == 1`` (converted with BT.601 luma weights, as reading with OpenCV in grey scale does); RGBA when
+    ``channels == 3`` (alpha dropped). Anything else is a ``ValueError`` naming the file and the config key.
+
+    Args:
+        keys: keys of the images.
+        channels: channels wanted.
+        config_key: the config key that sets ``channels``, named in errors.
+    """
+
+    def __init__(self, keys: KeysCollection, channels: int, config_key: str = "image_channels") -> None:
+        super().__init__(keys)
+        if channels not in (1, 3):
+            raise ValueError(f"{config_key} must be 1 (grey) or 3 (RGB), got {channels}.")
+        self.channels = channels
+        self.config_key = config_key
+
+    def _convert(self, img: Any) -> Any:
+        have = img.shape[0]
+        if have == self.channels:
+            return img
+        if have == 4:
+            img = img[:3]
+        if img.shape[0] == 3 and self.channels == 1:
+            weights = torch.as_tensor(_LUMA, dtype=torch.float32).reshape(3, *([1] * (img.ndim - 1)))
+            return (torch.as_tensor(img).float() * weights).sum(dim=0, keepdim=True)
+        return img if img.shape[0] == self.channels else None
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            converted = self._convert(d[key])
+            if converted is None:
+                raise ValueError(
+                    f"{_describe(d, key)} has {d[key].shape[0]} channel(s); expected {self.channels} "
+                    f"(config key '{self.config_key}'), or RGB/RGBA to convert."
+                )
+            d[key] = converted
+        return d
+
+
+class EnsureMinSized(MapTransform):
+    """Raise a ``ValueError`` naming the file unless every spatial size of the images is at least ``min_size``.
+
+    Args:
+        keys: keys of channel-first images.
+        min_size: smallest accepted spatial size, one value or one per dimension.
+        config_key: the config key that sets ``min_size``, named in errors.
+    """
+
+    def __init__(self, keys: KeysCollection, min_size: Sequence[int] | int, config_key: str = "patch_size") -> None:
+        super().__init__(keys)
+        self.min_size = min_size
+        self.config_key = config_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            spatial = list(d[key].shape[1:])
+            minimum = [self.min_size] * len(spatial) if isinstance(self.min_size, int) else list(self.min_size)
+            if len(minimum) != len(spatial) or any(s < m for s, m in zip(spatial, minimum, strict=True)):
+                raise ValueError(
+                    f"{_describe(d, key)} has spatial size {spatial}, smaller than {minimum} "
+                    f"(config key '{self.config_key}'); use larger images or a smaller {self.config_key}."
+                )
+        return d
