@@ -40,6 +40,11 @@ def overrides_of(name: str) -> dict:
     return json.loads(path.read_text())
 
 
+def forward_args(spec: dict, batch: int) -> dict[str, torch.Tensor]:
+    """Extra network inputs besides the image (e.g. a diffusion network's timesteps), for ``batch`` samples."""
+    return {k: torch.tensor(v[:batch]) for k, v in spec.get("forward_args", {}).items()}
+
+
 def input_fingerprint(bundle: Path) -> dict[str, str]:
     """sha256 of every file of the (synthetic) input data: runs must neither add to nor change it."""
     data = bundle / "eval" / "synthetic_data"
@@ -131,6 +136,7 @@ class TestBundle:
     def test_network_in_out_matches_metadata(self, bundle_copy: Path) -> None:
         verify_net_in_out(
             net_id="network_def",
+            extra_forward_args=forward_args(overrides_of(bundle_copy.name), batch=1),
             meta_file=str(bundle_copy / "configs" / "metadata.json"),
             config_file=str(bundle_copy / "configs" / "inference.json"),
             bundle_root=str(bundle_copy),
@@ -196,8 +202,9 @@ class TestBundle:
         net.eval()
         scripted = torch.jit.load(str(ts_file))
         x = torch.rand(*spec["export_input_shape"])
+        extra = forward_args(spec, batch=x.shape[0])
         with torch.no_grad():
-            torch.testing.assert_close(scripted(x), net(x))
+            torch.testing.assert_close(scripted(x, **extra), net(x, **extra))
 
 
 def test_bundle_tests_cover_every_bundle() -> None:

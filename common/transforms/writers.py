@@ -43,13 +43,23 @@ class SaveMaskd(MapTransform):
         output_dir: folder to write into; created if missing.
         postfix: appended to the source file's stem.
         source_key: key whose loaded file names the output and decides its format.
+        continuous: the maps hold values in [0, 1] (a probability or uncertainty map), not labels: PNG keeps 256
+            grey levels and NIfTI is written as float32.
     """
 
-    def __init__(self, keys: KeysCollection, output_dir: str, postfix: str = "seg", source_key: str = "image") -> None:
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_dir: str,
+        postfix: str = "seg",
+        source_key: str = "image",
+        continuous: bool = False,
+    ) -> None:
         super().__init__(keys)
         self.output_dir = output_dir
         self.postfix = postfix
         self.source_key = source_key
+        self.nifti_dtype = np.float32 if continuous else np.uint8
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -61,7 +71,7 @@ class SaveMaskd(MapTransform):
             png = split_extension(source)[1] in PNG_EXTENSIONS and mask.ndim == 3
             path = output_path(self.output_dir, source, self.postfix, ".png" if png else ".nii.gz")
             writer: PILWriter | NibabelWriter = (
-                PILWriter(output_dtype=np.uint8, scale=255) if png else NibabelWriter(output_dtype=np.uint8)
+                PILWriter(output_dtype=np.uint8, scale=255) if png else NibabelWriter(output_dtype=self.nifti_dtype)
             )
             writer.set_data_array(mask, channel_dim=0)
             # a mask without metadata of its own (a plain array) takes the source's affine, as documented
