@@ -28,3 +28,12 @@ def bundle_copy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     )
     os.makedirs(target / "models", exist_ok=True)
     return target
+
+
+def error_text(error: BaseException | None) -> str:
+    """The messages of an exception and of everything it was raised from (MONAI wraps config errors)."""
+    parts = []
+    while error is not None:
+        parts.append(str(error))
+        error = error.__cause__ or error.__context__
+    return "\n".join(parts)

@@ -10,19 +10,10 @@ import pytest
 from monai.bundle import ConfigWorkflow
 from PIL import Image
 
-from tests.conftest import BUNDLES_DIR
+from tests.conftest import BUNDLES_DIR, error_text
 
 BUNDLE = BUNDLES_DIR / "postdae_mask_refinement"
 TINY = {"image_size": [32, 32], "encoder_channels": [4, 4, 4, 4, 4], "decoder_channels": [4, 4, 4, 4], "latent_size": 8}
-
-
-def error_text(error: BaseException) -> str:
-    """The messages of an exception and of everything it was raised from (MONAI wraps config errors)."""
-    parts = []
-    while error is not None:
-        parts.append(str(error))
-        error = error.__cause__ or error.__context__
-    return "\n".join(parts)
 
 
 def workflow(tmp_path: Path, config: str, workflow_type: str, **overrides: object) -> ConfigWorkflow:

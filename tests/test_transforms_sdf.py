@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from monai.data import MetaTensor
 
-from common.transforms.sdf import MaskToSDF, MaskToSDFd, SDFToMask, SDFToMaskd, mask_to_sdf
+from common.transforms.sdf import MaskToSDF, MaskToSDFd, SDFSamplesToMaskd, SDFToMask, SDFToMaskd, mask_to_sdf
 
 
 def _square(size: int = 7, lo: int = 2, hi: int = 5) -> np.ndarray:
@@ -172,3 +172,17 @@ def test_bad_shapes():
         mask_to_sdf(np.zeros(5))
     with pytest.raises(ValueError, match="channel-first"):
         MaskToSDF()(np.zeros((4, 4)))
+
+
+def test_sdf_samples_to_mask_thresholds_mean_and_scores_disagreement() -> None:
+    sdf = torch.tensor([[[-0.1, 0.002, 0.0031, 0.2]]])
+    frequency = torch.tensor([[[1.0, 0.5, 0.25, 0.0]]])
+    out = SDFSamplesToMaskd(keys="pred", threshold=0.003)({"pred": torch.cat([sdf, frequency])})
+    torch.testing.assert_close(out["pred"], torch.tensor([[[1.0, 1.0, 0.0, 0.0]]]))
+    torch.testing.assert_close(out["uncertainty"], torch.tensor([[[0.0, 1.0, 0.5, 0.0]]]))
+    assert "sdf" not in out
+
+
+def test_sdf_samples_to_mask_needs_two_channels() -> None:
+    with pytest.raises(ValueError, match="mean SDF, foreground fraction"):
+        SDFSamplesToMaskd(keys="pred")({"pred": torch.zeros(1, 4, 4)})

@@ -36,7 +36,7 @@ def png_source(tmp_path):
     picture = np.where((rows < 12) & (cols < 9) | (rows > 14) & (cols > 21), 200, 30).astype(np.uint8)
     picture[3, 25] = 200  # a lone pixel: any flip or transpose moves it
     src_dir = tmp_path / "src"
-    src_dir.mkdir()
+    src_dir.mkdir(exist_ok=True)
     Image.fromarray(picture).save(src_dir / "case_01.png")
     return src_dir / "case_01.png", picture > 100
 
@@ -70,7 +70,7 @@ def nifti_source(tmp_path):
     affine = np.array([[0.0, -2.0, 0.0, 10.0], [1.5, 0.0, 0.0, -5.0], [0.0, 0.0, 3.0, 7.0], [0.0, 0.0, 0.0, 1.0]])
     volume = np.random.default_rng(0).random((12, 16, 6)).astype(np.float32)
     src_dir = tmp_path / "src"
-    src_dir.mkdir()
+    src_dir.mkdir(exist_ok=True)
     nib.save(nib.Nifti1Image(volume, affine), str(src_dir / "vol.nii.gz"))
     return src_dir / "vol.nii.gz", affine
 
@@ -103,6 +103,27 @@ def test_save_mask_replaces_existing_output_whole(tmp_path, png_source):
     out = save({"image": image, "pred": torch.ones_like(image)})
     assert (np.array(Image.open(out["pred_path"])) == 255).all()
     assert _all_files(tmp_path / "out") == ["case_01_seg.png"]
+
+
+def test_continuous_maps_keep_grey_levels(tmp_path, png_source, nifti_source):
+    """An uncertainty map in [0, 1] is written as 256 grey levels (PNG) or as float32 (NIfTI), not as a mask."""
+    src, _ = png_source
+    image = _load(src)
+    ramp = torch.linspace(0, 1, image[0].numel()).reshape(image.shape)
+    out = SaveMaskd(keys="u", output_dir=str(tmp_path / "png"), postfix="uncertainty", continuous=True)(
+        {"image": image, "u": ramp}
+    )
+    reloaded = _load(out["u_path"]).numpy() / 255
+    np.testing.assert_allclose(reloaded, ramp.numpy(), atol=1 / 255)
+    volume_src, _ = nifti_source
+    volume = _load(volume_src)
+    values = torch.rand(volume.shape)
+    out = SaveMaskd(keys="u", output_dir=str(tmp_path / "nii"), postfix="uncertainty", continuous=True)(
+        {"image": volume, "u": values}
+    )
+    written = nib.load(out["u_path"])
+    assert written.get_data_dtype() == np.float32
+    np.testing.assert_allclose(np.asarray(written.dataobj), values[0].numpy(), rtol=1e-6)
 
 
 def _overlay_inputs(shape=(30, 20)):

@@ -87,7 +87,12 @@ class EnsureMinSized(MapTransform):
         for key in self.key_iterator(d):
             spatial = list(d[key].shape[1:])
             minimum = [self.min_size] * len(spatial) if isinstance(self.min_size, int) else list(self.min_size)
-            if len(minimum) != len(spatial) or any(s < m for s, m in zip(spatial, minimum, strict=True)):
+            if len(minimum) != len(spatial):
+                raise ValueError(
+                    f"{_describe(d, key)} has {len(spatial)} spatial dimensions, expected {len(minimum)} "
+                    f"(spatial size {spatial})."
+                )
+            if any(s < m for s, m in zip(spatial, minimum, strict=True)):
                 raise ValueError(
                     f"{_describe(d, key)} has spatial size {spatial}, smaller than {minimum} "
                     f"(config key '{self.config_key}'); use larger images or a smaller {self.config_key}."

@@ -1,0 +1,63 @@
+"""EnsureChannelsd and EnsureMinSized: conversions that match OpenCV's grey reading, errors that name the file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from common.transforms import EnsureChannelsd, EnsureMinSized
+
+
+def _image(channels: int, size: tuple[int, int] = (6, 5), name: str = "/data/tile_07.png") -> MetaTensor:
+    values = torch.arange(channels * size[0] * size[1], dtype=torch.float32).reshape(channels, *size) % 256
+    return MetaTensor(values, meta={"filename_or_obj": name})
+
+
+def test_rgb_to_grey_uses_bt601_luma() -> None:
+    image = _image(3)
+    grey = EnsureChannelsd("image", channels=1)({"image": image})["image"]
+    expected = 0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]
+    assert grey.shape == (1, 6, 5)
+    torch.testing.assert_close(torch.as_tensor(grey)[0], torch.as_tensor(expected))
+
+
+def test_rgba_drops_alpha() -> None:
+    image = _image(4)
+    rgb = EnsureChannelsd("image", channels=3)({"image": image})["image"]
+    torch.testing.assert_close(torch.as_tensor(rgb), torch.as_tensor(image[:3]))
+    grey = EnsureChannelsd("image", channels=1)({"image": image})["image"]
+    assert grey.shape[0] == 1
+
+
+def test_matching_channels_pass_unchanged() -> None:
+    image = _image(1)
+    assert EnsureChannelsd("image", channels=1)({"image": image})["image"] is image
+
+
+@pytest.mark.parametrize(("have", "want"), [(1, 3), (2, 1), (5, 3)])
+def test_wrong_channel_count_names_file_and_key(have: int, want: int) -> None:
+    with pytest.raises(ValueError, match=rf"tile_07.png.*{have} channel.*expected {want}.*'image_channels'"):
+        EnsureChannelsd("image", channels=want)({"image": _image(have)})
+
+
+def test_unsupported_channel_setting() -> None:
+    with pytest.raises(ValueError, match="image_channels must be 1"):
+        EnsureChannelsd("image", channels=2)
+
+
+def test_min_size_accepts_equal_and_larger() -> None:
+    data = {"image": _image(1, (128, 200))}
+    assert EnsureMinSized("image", min_size=(128, 128))(data)["image"] is data["image"]
+
+
+@pytest.mark.parametrize("size", [(100, 200), (200, 127)])
+def test_small_image_names_file_and_key(size: tuple[int, int]) -> None:
+    with pytest.raises(ValueError, match=r"tile_07.png.*smaller than \[128, 128\].*'patch_size'"):
+        EnsureMinSized("image", min_size=128)({"image": _image(1, size)})
+
+
+def test_plain_arrays_are_named_by_key() -> None:
+    with pytest.raises(ValueError, match="'image' \\(key 'image'\\)"):
+        EnsureMinSized("image", min_size=8)({"image": np.zeros((1, 4, 4))})
