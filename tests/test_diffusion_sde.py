@@ -13,7 +13,7 @@ from tests.oracles import GaussianOracle
 
 def test_make_sde_names_and_bad_name() -> None:
     assert isinstance(make_sde("ve"), VESDE) and isinstance(make_sde("vp"), VPSDE)
-    with pytest.raises(ValueError, match="unknown sde 'vx'.*'sde'"):
+    with pytest.raises(ValueError, match=r"unknown sde 'vx'.*'sde'"):
         make_sde("vx")
 
 

@@ -42,7 +42,7 @@ def test_training_inferer_feeds_the_perturbed_data_and_the_network_time() -> Non
         return torch.zeros_like(x[:, :1])
 
     batch = _batch(2)
-    x0, target, _, kwargs = DiffusionPrepareBatchd(process)(batch)
+    x0, _target, _, kwargs = DiffusionPrepareBatchd(process)(batch)
     DiffusionTrainingInferer(process)(x0, network, **kwargs)
     sigma = process.sigma(kwargs["t"]).reshape(-1, 1, 1, 1)
     torch.testing.assert_close(seen["x"][:, :1], x0 + sigma * kwargs["noise"])
