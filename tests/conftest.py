@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from monai.bundle import ConfigWorkflow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLES_DIR = REPO_ROOT / "bundles"
@@ -37,3 +38,19 @@ def error_text(error: BaseException | None) -> str:
         parts.append(str(error))
         error = error.__cause__ or error.__context__
     return "\n".join(parts)
+
+
+def bundle_workflow(
+    bundle: Path, bundle_root: Path, config: str, workflow_type: str, **overrides: object
+) -> ConfigWorkflow:
+    """An initialised workflow of ``bundle``'s ``config`` (no logging config) writing under ``bundle_root``."""
+    wf = ConfigWorkflow(
+        config_file=str(bundle / "configs" / config),
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type=workflow_type,
+        bundle_root=str(bundle_root),
+        **overrides,
+    )
+    wf.initialize()
+    return wf

@@ -10,7 +10,7 @@ import pytest
 from monai.bundle import ConfigWorkflow
 from PIL import Image
 
-from tests.conftest import BUNDLES_DIR, error_text
+from tests.conftest import BUNDLES_DIR, bundle_workflow, error_text
 
 BUNDLE = BUNDLES_DIR / "postdae_mask_refinement"
 TINY = {"image_size": [32, 32], "encoder_channels": [4, 4, 4, 4, 4], "decoder_channels": [4, 4, 4, 4], "latent_size": 8}
@@ -18,17 +18,7 @@ TINY = {"image_size": [32, 32], "encoder_channels": [4, 4, 4, 4, 4], "decoder_ch
 
 def workflow(tmp_path: Path, config: str, workflow_type: str, **overrides: object) -> ConfigWorkflow:
     """An initialised tiny workflow of the bundle whose outputs go to ``tmp_path/bundle``."""
-    wf = ConfigWorkflow(
-        config_file=str(BUNDLE / "configs" / config),
-        meta_file=str(BUNDLE / "configs" / "metadata.json"),
-        logging_file=False,
-        workflow_type=workflow_type,
-        bundle_root=str(tmp_path / "bundle"),
-        **TINY,
-        **overrides,
-    )
-    wf.initialize()
-    return wf
+    return bundle_workflow(BUNDLE, tmp_path / "bundle", config, workflow_type, **TINY, **overrides)
 
 
 def build_training_data(tmp_path: Path, **overrides: object) -> None:

@@ -10,7 +10,7 @@ import pytest
 from monai.bundle import ConfigWorkflow
 from PIL import Image
 
-from tests.conftest import BUNDLES_DIR, error_text
+from tests.conftest import BUNDLES_DIR, bundle_workflow, error_text
 
 BUNDLE = BUNDLES_DIR / "sdf_score_segmentation"
 TINY = {
@@ -25,16 +25,7 @@ TINY = {
 
 
 def workflow(tmp_path: Path, config: str, workflow_type: str, **overrides: object) -> ConfigWorkflow:
-    wf = ConfigWorkflow(
-        config_file=str(BUNDLE / "configs" / config),
-        meta_file=str(BUNDLE / "configs" / "metadata.json"),
-        logging_file=False,
-        workflow_type=workflow_type,
-        bundle_root=str(tmp_path / "bundle"),
-        **{**TINY, **overrides},
-    )
-    wf.initialize()
-    return wf
+    return bundle_workflow(BUNDLE, tmp_path / "bundle", config, workflow_type, **{**TINY, **overrides})
 
 
 def write_pairs(folder: Path, pairs: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, str]:

@@ -7,17 +7,11 @@ from pathlib import Path
 
 from monai.bundle import ConfigWorkflow
 
-from tests.conftest import BUNDLES_DIR
+from tests.test_sdf_bad_input import BUNDLE
+from tests.test_sdf_bad_input import TINY as BAD_INPUT_TINY
 
-BUNDLE = BUNDLES_DIR / "sdf_score_segmentation"
 TINY = {
-    "patch_size": [32, 32],
-    "patches_per_image": 1,
-    "dim": 8,
-    "fusion_channels": 4,
-    "channel_mults": [1, 2],
-    "attention_heads": 1,
-    "attention_head_channels": 8,
+    **BAD_INPUT_TINY,
     "synthetic_num": 4,
     "synthetic_size": 32,
     "batch_size": 2,

@@ -71,46 +71,51 @@ class ResnetBlock(nn.Module):
         return self.block2(h) + self.residual(x)
 
 
-class LinearAttention(nn.Module):
+class _SelfAttention(nn.Module):
+    """Pre-norm and query/key/value projection shared by the two attention layers."""
+
+    def __init__(self, channels: int, heads: int, head_channels: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.scale = head_channels**-0.5
+        self.norm = nn.GroupNorm(1, channels)
+        self.to_qkv = nn.Conv2d(channels, heads * head_channels * 3, 1, bias=False)
+
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values ``(B, heads, head_channels, H * W)`` of the normalised input."""
+        b, _, h, w = x.shape
+        q, k, v = self.to_qkv(self.norm(x)).reshape(b, 3, self.heads, -1, h * w).unbind(1)
+        return q, k, v
+
+
+class LinearAttention(_SelfAttention):
     """Pre-normed residual linear attention (Shen et al.): softmax over channels of q and over positions of k."""
 
     def __init__(self, channels: int, heads: int = 4, head_channels: int = 32) -> None:
-        super().__init__()
-        self.heads = heads
-        self.scale = head_channels**-0.5
-        hidden = heads * head_channels
-        self.norm = nn.GroupNorm(1, channels)
-        self.to_qkv = nn.Conv2d(channels, hidden * 3, 1, bias=False)
-        self.to_out = nn.Sequential(nn.Conv2d(hidden, channels, 1), nn.GroupNorm(1, channels))
+        super().__init__(channels, heads, head_channels)
+        self.to_out = nn.Sequential(nn.Conv2d(heads * head_channels, channels, 1), nn.GroupNorm(1, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
-        q, k, v = self.to_qkv(self.norm(x)).reshape(b, 3, self.heads, -1, h * w).unbind(1)
+        q, k, v = self.qkv(x)
         q = q.softmax(dim=-2) * self.scale
         k = k.softmax(dim=-1)
         context = torch.einsum("bhdn,bhen->bhde", k, v)
-        out = torch.einsum("bhde,bhdn->bhen", context, q).reshape(b, -1, h, w)
+        out = torch.einsum("bhde,bhdn->bhen", context, q).reshape(x.shape[0], -1, x.shape[2], x.shape[3])
         return self.to_out(out) + x
 
 
-class Attention(nn.Module):
+class Attention(_SelfAttention):
     """Pre-normed residual multi-head softmax self-attention over all positions."""
 
     def __init__(self, channels: int, heads: int = 4, head_channels: int = 32) -> None:
-        super().__init__()
-        self.heads = heads
-        self.scale = head_channels**-0.5
-        hidden = heads * head_channels
-        self.norm = nn.GroupNorm(1, channels)
-        self.to_qkv = nn.Conv2d(channels, hidden * 3, 1, bias=False)
-        self.to_out = nn.Conv2d(hidden, channels, 1)
+        super().__init__(channels, heads, head_channels)
+        self.to_out = nn.Conv2d(heads * head_channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
-        q, k, v = self.to_qkv(self.norm(x)).reshape(b, 3, self.heads, -1, h * w).unbind(1)
+        q, k, v = self.qkv(x)
         similarity = torch.einsum("bhdi,bhdj->bhij", q * self.scale, k)
         attention = (similarity - similarity.amax(dim=-1, keepdim=True).detach()).softmax(dim=-1)
-        out = torch.einsum("bhij,bhdj->bhdi", attention, v).reshape(b, -1, h, w)
+        out = torch.einsum("bhij,bhdj->bhdi", attention, v).reshape(x.shape[0], -1, x.shape[2], x.shape[3])
         return self.to_out(out) + x
 
 
