@@ -10,7 +10,7 @@ patients) and never copied; every output goes to ``--work_dir``. One command run
    8 random 128x128 patches each on this split).
 3. ``train_unet``: a supervised MONAI ``BasicUNet`` on the same patches, inputs and number of iterations.
 4. ``evaluate``: on the test tiles, Dice/IoU/HD95 per tile and seconds per tile of the predictor-corrector sampler
-   (N=200, M=1: 400 network evaluations) and of the DPM-Solver++ ODE sampler at 5, 10 and 20 evaluations, all with
+   (N=200, M=1: 399 network evaluations) and of the DPM-Solver++ ODE sampler at 5, 10 and 20 evaluations, all with
    the same trained network and the same windows; the BasicUNet; and the AUROC of the uncertainty map (K samples)
    for the wrong pixels.
 
