@@ -102,8 +102,8 @@ def prepare(data_dir: str = str(SHARED_DATA), work_dir: str = str(DEFAULT_WORK_D
     return {section: len(entries) for section, entries in datalist.items()}
 
 
-def train_score(work_dir: str = str(DEFAULT_WORK_DIR), epochs: int = 40) -> dict:
-    """Train the bundle's VE score model with small widths for ``epochs`` epochs."""
+def train_score(work_dir: str = str(DEFAULT_WORK_DIR), epochs: int = 40, resume: bool = False) -> dict:
+    """Train the bundle's VE score model with small widths for ``epochs`` epochs (``resume``: continue the last run)."""
     work = Path(work_dir)
     workflow = ConfigWorkflow(
         config_file=str(BUNDLE / "configs" / "train.json"),
@@ -111,6 +111,7 @@ def train_score(work_dir: str = str(DEFAULT_WORK_DIR), epochs: int = 40) -> dict
         logging_file=str(BUNDLE / "configs" / "logging.conf"),
         meta_file=str(BUNDLE / "configs" / "metadata.json"),
         max_epochs=epochs,
+        resume=resume,
         **_data_overrides(work),
         **SMALL_NETWORK,
         **TRAINING,
