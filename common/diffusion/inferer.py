@@ -83,7 +83,7 @@ class SDFSamplingInferer(Inferer):
             if roi_size is None
             else SlidingWindowInferer(roi_size=roi_size, sw_batch_size=sw_batch_size, overlap=overlap, mode=blend_mode)
         )
-        #: network evaluations of the last call, per window batch summed (for benchmarks)
+        #: network evaluations of the last call, summed over its window batches (for benchmarks)
         self.last_nfe = 0
 
     def _check_size(self, inputs: torch.Tensor) -> None:
