@@ -46,3 +46,29 @@ class ConditionOracle(nn.Module):
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         sigma = timesteps.float().reshape(-1, 1, 1, 1)
         return (x[:, 1:2] - x[:, :1]) / sigma**2
+
+
+class PoolingAutoencoder(torch.nn.Module):
+    """A KL-autoencoder with a known answer: the latent is the grey image average-pooled by ``factor``.
+
+    ``decode`` upsamples (nearest) and repeats the grey values to the channels, so masks that are constant on
+    ``factor x factor`` blocks are reconstructed exactly. The log-variance is a constant ``logvar``. It has the
+    interface ``common.engines.MaskLatentCodec`` needs (``in_channels``, ``scale_factor``, ``encode_posterior``,
+    ``decode``) and one parameter, so that freezing and gradients can be checked.
+    """
+
+    def __init__(self, in_channels: int = 3, latent_channels: int = 2, factor: int = 4, logvar: float = -2.0) -> None:
+        super().__init__()
+        self.in_channels, self.latent_channels, self.factor = in_channels, latent_channels, factor
+        self.scale_factor = 0.5
+        self.logvar = logvar
+        self.gain = torch.nn.Parameter(torch.ones(()))
+
+    def encode_posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        grey = torch.nn.functional.avg_pool2d(x.mean(dim=1, keepdim=True), self.factor) * self.gain
+        mean = grey.expand(-1, self.latent_channels, -1, -1)
+        return mean, torch.full_like(mean, self.logvar)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        grey = z.mean(dim=1, keepdim=True) / self.scale_factor
+        return torch.nn.functional.interpolate(grey, scale_factor=self.factor).expand(-1, self.in_channels, -1, -1)

@@ -27,6 +27,7 @@ from common.data.synthetic import (
     polyp_frame,
     write_synthetic_dataset,
 )
+from common.data.variants import VariantSampler, expand_variants
 
 __all__ = [
     "BRATS_LABELS",
@@ -35,10 +36,12 @@ __all__ = [
     "SUPPORTED_EXTENSIONS",
     "SYNTHETIC_KINDS",
     "SyntheticKind",
+    "VariantSampler",
     "brain_slice",
     "brain_volume",
     "chest_xray",
     "ct_slice",
+    "expand_variants",
     "list_files",
     "load_datalist",
     "lung_mask",

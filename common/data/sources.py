@@ -15,14 +15,15 @@ from common.io import SUPPORTED_EXTENSIONS
 from common.transforms.masks import EnsureBinaryMask
 from common.transforms.writers import SaveMaskd
 
-__all__ = ["folder_items", "inference_items", "resolve_datalist", "simulate_predictions"]
+__all__ = ["datalist_path", "folder_items", "inference_items", "resolve_datalist", "simulate_predictions"]
 
 logger = logging.getLogger(__name__)
 
 PATH_KEYS = ("image", "label")  # datalist keys that hold file paths
 
 
-def _datalist_path(dataset_dir: str, datalist: str) -> str:
+def datalist_path(dataset_dir: str, datalist: str) -> str:
+    """The datalist file to read: ``datalist`` as given (absolute or found from here), else in ``dataset_dir``."""
     if not datalist:
         return os.path.join(dataset_dir, "datalist.json")
     if os.path.isabs(datalist) or os.path.exists(datalist):
@@ -74,7 +75,7 @@ def resolve_datalist(
         path, base_dir = os.path.join(folder, "datalist.json"), folder
     else:
         _check_dataset_dir(dataset_dir)
-        path, base_dir = _datalist_path(dataset_dir, datalist), dataset_dir
+        path, base_dir = datalist_path(dataset_dir, datalist), dataset_dir
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f"datalist '{path}' not found (config key 'datalist'); write one with "
@@ -111,7 +112,7 @@ def inference_items(
     """
     if dataset_dir:
         _check_dataset_dir(dataset_dir)
-        path = _datalist_path(dataset_dir, datalist)
+        path = datalist_path(dataset_dir, datalist)
         if datalist or os.path.isfile(path):
             return load_datalist(path, section, base_dir=dataset_dir, keys=(key,), optional_keys=PATH_KEYS)
         return folder_items(dataset_dir, key)

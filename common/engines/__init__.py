@@ -1,8 +1,24 @@
-"""Engine pieces: atomic checkpoints, resuming, gradient clipping, diffusion training steps."""
+"""Engine pieces: atomic checkpoints, resuming, gradient clipping, diffusion training steps, latent segmentation
+and autoencoder training."""
 
+from .autoencoder_training import (
+    DiscriminatorAdversarialLoss,
+    GeneratorAdversarialLoss,
+    ImageAndMaskBatch,
+    KLReconstructionLoss,
+    PosteriorSampleInferer,
+)
 from .checkpoint import AtomicCheckpointSaver, CheckedCheckpointLoader, ResumeFromCheckpoint, latest_checkpoint
 from .diffusion_training import DiffusionPrepareBatchd, DiffusionTrainingInferer
 from .handlers import ClipGradNorm
+from .latent_segmentation import (
+    EncodeLatentsd,
+    LatentPrepareBatch,
+    LatentSegmentationInferer,
+    LatentSegmentationLoss,
+    MaskLatentCodec,
+    MaskReconstructionInferer,
+)
 
 __all__ = [
     "AtomicCheckpointSaver",
@@ -10,6 +26,17 @@ __all__ = [
     "ClipGradNorm",
     "DiffusionPrepareBatchd",
     "DiffusionTrainingInferer",
+    "DiscriminatorAdversarialLoss",
+    "EncodeLatentsd",
+    "GeneratorAdversarialLoss",
+    "ImageAndMaskBatch",
+    "KLReconstructionLoss",
+    "LatentPrepareBatch",
+    "LatentSegmentationInferer",
+    "LatentSegmentationLoss",
+    "MaskLatentCodec",
+    "MaskReconstructionInferer",
+    "PosteriorSampleInferer",
     "ResumeFromCheckpoint",
     "latest_checkpoint",
 ]

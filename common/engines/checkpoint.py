@@ -50,6 +50,26 @@ class _AtomicDiskSaver(BaseSaveHandler):
             os.remove(path)
 
 
+class EngineProgress:
+    """An engine's progress (epoch, iteration, lengths) as a checkpointable object, without its user state.
+
+    MONAI's ``AdversarialTrainer`` lists its networks, optimisers and losses as ignite "user state", so its own
+    ``state_dict`` would pickle whole modules into the checkpoint, which ``torch.load(weights_only=True)`` refuses.
+    The networks and optimisers are saved by their own keys; this keeps just where training stood.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def state_dict(self) -> dict[str, Any]:
+        user_keys = set(self.engine.state_dict_user_keys)
+        return {k: v for k, v in self.engine.state_dict().items() if k not in user_keys}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        current = {k: getattr(self.engine.state, k) for k in self.engine.state_dict_user_keys}
+        self.engine.load_state_dict({**current, **state_dict})
+
+
 class AtomicCheckpointSaver(CheckpointSaver):
     """MONAI's ``CheckpointSaver`` writing every file atomically (MONAI's own saver writes in place).
 
@@ -72,7 +92,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
     def attach(self, engine: Engine) -> None:
         if self.engine_key:
-            self.save_dict[self.engine_key] = engine  # the Checkpoint objects share this dict
+            self.save_dict[self.engine_key] = EngineProgress(engine)  # the Checkpoint objects share this dict
         super().attach(engine)
 
 
@@ -130,7 +150,7 @@ class ResumeFromCheckpoint:
                 "train once without --resume first, or point --ckpt_dir to the folder of the interrupted run."
             )
         logger.info("resuming from %s", path)
-        load_dict = {**self.load_dict, self.engine_key: engine}
+        load_dict = {**self.load_dict, self.engine_key: EngineProgress(engine)}
         CheckpointLoader(load_path=path, load_dict=load_dict, map_location=self.map_location)(engine)
 
 

@@ -230,6 +230,7 @@ class SDAutoencoderKL(nn.Module):
                 f"num_res_blocks ({num_res_blocks}) and latent_channels ({latent_channels}) must be >= 1 and "
                 f"scale_factor ({scale_factor}) > 0."
             )
+        self.in_channels = in_channels
         self.scale_factor = float(scale_factor)
         self.downsampling = 2 ** (len(widths) - 1)
         self.encoder = Encoder(in_channels, 2 * latent_channels, base_channels, widths, num_res_blocks, norm_groups)

@@ -119,9 +119,18 @@ def _key_table(layout: Layout, column: int) -> dict[str, str]:
 
 def _read(path: str) -> dict[str, Tensor]:
     """All tensors of a checkpoint file, from its ``state_dict`` entry when it has one."""
+    if not str(path):
+        raise ValueError(
+            "autoencoder_path is empty: give the path of Stable Diffusion's VAE weights (with the GMS bundle's "
+            "configs/sd_vae.json, the SD_VAE_PATH environment variable or --autoencoder_path)."
+        )
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"Stable Diffusion VAE weights not found: no file at {path}.")
+        raise FileNotFoundError(
+            f"no autoencoder weights at {path} (config key 'autoencoder_path'): give Stable Diffusion's VAE "
+            "(.ckpt or .safetensors, see the GMS bundle's configs/sd_vae.json) or train one first with the GMS "
+            "bundle's configs/train_autoencoder.json."
+        )
     suffix = file.suffix.lower()
     if suffix == ".safetensors":
         from safetensors import SafetensorError

@@ -15,9 +15,18 @@ from .corruption import (
 )
 from .image import EnsureChannelsd, EnsureMinSized
 from .intensity import CTWindow, CTWindowd
-from .masks import CorruptMaskd, EnsureBinaryMask, EnsureBinaryMaskd, source_name
+from .masks import (
+    CorruptMaskd,
+    EnsureBinaryMask,
+    EnsureBinaryMaskd,
+    EnsureLabelMap,
+    EnsureLabelMapd,
+    SoftMasksToLabeld,
+    source_name,
+)
 from .sdf import MaskToSDF, MaskToSDFd, SDFSamplesToMaskd, SDFToMask, SDFToMaskd, mask_to_sdf
 from .slices import ExtractSlicesd, select_slice_indices
+from .variants import FixedVariantd
 from .writers import SaveMaskd, SaveOverlayd
 
 __all__ = [
@@ -28,8 +37,11 @@ __all__ = [
     "EnsureBinaryMask",
     "EnsureBinaryMaskd",
     "EnsureChannelsd",
+    "EnsureLabelMap",
+    "EnsureLabelMapd",
     "EnsureMinSized",
     "ExtractSlicesd",
+    "FixedVariantd",
     "MaskToSDF",
     "MaskToSDFd",
     "RandBlocks",
@@ -46,6 +58,7 @@ __all__ = [
     "SDFToMaskd",
     "SaveMaskd",
     "SaveOverlayd",
+    "SoftMasksToLabeld",
     "make_corruption",
     "mask_to_sdf",
     "select_slice_indices",

@@ -28,8 +28,9 @@ class EnsureChannelsd(MapTransform):
     """Give channel-first images exactly ``channels`` channels, converting RGB(A) to grey when one is asked for.
 
     Accepted: an image that already has ``channels`` channels; RGB (3) or RGBA (4, alpha dropped) when
-    ``channels == 1`` (converted with BT.601 luma weights, as reading with OpenCV in grey scale does); RGBA when
-    ``channels == 3`` (alpha dropped). Anything else is a ``ValueError`` naming the file and the config key.
+    ``channels == 1`` (converted with BT.601 luma weights, as reading with OpenCV in grey scale does); grey
+    (repeated, as PIL's ``convert("RGB")``) or RGBA (alpha dropped) when ``channels == 3``. Anything else is a
+    ``ValueError`` naming the file and the config key.
 
     Args:
         keys: keys of the images.
@@ -50,6 +51,8 @@ class EnsureChannelsd(MapTransform):
             return img
         if have == 4:
             img = img[:3]
+        if img.shape[0] == 1 and self.channels == 3:
+            return img.repeat(3, *([1] * (img.ndim - 1)))
         if img.shape[0] == 3 and self.channels == 1:
             weights = torch.as_tensor(_LUMA, dtype=torch.float32).reshape(3, *([1] * (img.ndim - 1)))
             return (torch.as_tensor(img).float() * weights).sum(dim=0, keepdim=True)

@@ -14,7 +14,15 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable, RandomizableTransform, Transform
 from monai.utils import convert_to_dst_type
 
-__all__ = ["CorruptMaskd", "EnsureBinaryMask", "EnsureBinaryMaskd", "source_name"]
+__all__ = [
+    "CorruptMaskd",
+    "EnsureBinaryMask",
+    "EnsureBinaryMaskd",
+    "EnsureLabelMap",
+    "EnsureLabelMapd",
+    "SoftMasksToLabeld",
+    "source_name",
+]
 
 
 def source_name(img: Any, default: str = "mask") -> str:
@@ -85,6 +93,76 @@ class EnsureBinaryMaskd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.check(d[key], name=f"mask '{source_name(d[key], default=str(key))}' (key '{key}')")
+        return d
+
+
+class EnsureLabelMap(Transform):
+    """Check a loaded one-channel label map of ``num_classes`` foreground classes; return it as float 0 .. C.
+
+    With ``num_classes == 1`` it is :class:`EnsureBinaryMask` (values {0, 1} or {0, 255}); with more, every value
+    must be an integer in 0 .. ``num_classes``. Anything else is an error naming the file and the key
+    ``num_classes``.
+    """
+
+    def __init__(self, num_classes: int = 1, allow_empty: bool = True) -> None:
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+        self.num_classes = int(num_classes)
+        self.binary = EnsureBinaryMask(num_channels=1, allow_empty=allow_empty)
+        self.allow_empty = allow_empty
+
+    def __call__(self, img: Any, name: str | None = None) -> Any:
+        name = name or f"label '{source_name(img)}'"
+        if self.num_classes == 1:
+            return self.binary(img, name=name)
+        arr = np.asarray(img.detach().cpu() if isinstance(img, torch.Tensor) else img)
+        if arr.ndim < 3 or arr.shape[0] != 1:
+            raise ValueError(f"{name}: expected a one-channel label map (1, H, W[, D]), got shape {arr.shape}.")
+        values = np.unique(arr)
+        bad = values[~np.isfinite(values) | (values != np.round(values)) | (values < 0) | (values > self.num_classes)]
+        if bad.size:
+            shown = ", ".join(f"{v:g}" for v in bad[:8]) + (", ..." if bad.size > 8 else "")
+            raise ValueError(
+                f"{name}: expected integer labels 0 .. {self.num_classes} (config key 'num_classes'), found {shown}."
+            )
+        if not self.allow_empty and not np.any(arr):
+            raise ValueError(f"{name}: the label map is empty (no foreground pixel); expected at least one.")
+        out, *_ = convert_to_dst_type(arr.astype(np.float32), img, dtype=torch.float32)
+        return out
+
+
+class EnsureLabelMapd(MapTransform):
+    """Dictionary version of :class:`EnsureLabelMap`; error messages name the file and the key."""
+
+    def __init__(self, keys: KeysCollection, num_classes: int = 1, allow_empty: bool = True) -> None:
+        super().__init__(keys)
+        self.check = EnsureLabelMap(num_classes=num_classes, allow_empty=allow_empty)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.check(d[key], name=f"label '{source_name(d[key], default=str(key))}' (key '{key}')")
+        return d
+
+
+class SoftMasksToLabeld(MapTransform):
+    """Soft class masks ``(C, H, W)`` in [0, 1] -> label map ``(1, H, W)``: the most likely class above ``threshold``.
+
+    With one class this is thresholding; with several, a pixel takes the class of its largest soft mask if that
+    exceeds ``threshold`` and is background (0) otherwise.
+    """
+
+    def __init__(self, keys: KeysCollection, threshold: float = 0.5) -> None:
+        super().__init__(keys)
+        self.threshold = float(threshold)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            soft = d[key]
+            best, index = torch.as_tensor(soft).max(dim=0, keepdim=True)
+            label = torch.where(best > self.threshold, index + 1, torch.zeros_like(index)).float()
+            d[key], *_ = convert_to_dst_type(label, soft, dtype=torch.float32)
         return d
 
 

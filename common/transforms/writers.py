@@ -45,6 +45,8 @@ class SaveMaskd(MapTransform):
         source_key: key whose loaded file names the output and decides its format.
         continuous: the maps hold values in [0, 1] (a probability or uncertainty map), not labels: PNG keeps 256
             grey levels and NIfTI is written as float32.
+        png_scale: PNG values are the mask's times this: 255 writes binary masks as 0/255; None writes label maps
+            of several classes as their labels 0 .. C.
     """
 
     def __init__(
@@ -54,8 +56,10 @@ class SaveMaskd(MapTransform):
         postfix: str = "seg",
         source_key: str = "image",
         continuous: bool = False,
+        png_scale: int | None = 255,
     ) -> None:
         super().__init__(keys)
+        self.png_scale = png_scale
         self.output_dir = output_dir
         self.postfix = postfix
         self.source_key = source_key
@@ -71,7 +75,9 @@ class SaveMaskd(MapTransform):
             png = split_extension(source)[1] in PNG_EXTENSIONS and mask.ndim == 3
             path = output_path(self.output_dir, source, self.postfix, ".png" if png else ".nii.gz")
             writer: PILWriter | NibabelWriter = (
-                PILWriter(output_dtype=np.uint8, scale=255) if png else NibabelWriter(output_dtype=self.nifti_dtype)
+                PILWriter(output_dtype=np.uint8, scale=self.png_scale)
+                if png
+                else NibabelWriter(output_dtype=self.nifti_dtype)
             )
             writer.set_data_array(mask, channel_dim=0)
             # a mask without metadata of its own (a plain array) takes the source's affine, as documented
