@@ -72,3 +72,28 @@ class PoolingAutoencoder(torch.nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         grey = z.mean(dim=1, keepdim=True) / self.scale_factor
         return torch.nn.functional.interpolate(grey, scale_factor=self.factor).expand(-1, self.in_channels, -1, -1)
+
+
+def tiny_diffusers_vae(seed: int = 0) -> torch.nn.Module:
+    """A seeded two-level diffusers ``AutoencoderKL`` (8 and 16 channels), every parameter perturbed.
+
+    GroupNorm's ones and zeros would hide swapped norms, so a conversion test needs perturbed weights.
+    """
+    import diffusers
+
+    torch.manual_seed(seed)
+    vae = diffusers.AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        latent_channels=4,
+        sample_size=32,
+    ).eval()
+    with torch.no_grad():
+        for parameter in vae.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    return vae

@@ -11,18 +11,11 @@ from PIL import Image
 
 import tools.benchmark_gms as benchmark
 from common.data.synthetic import polyp_frame
+from tests.conftest import REPO_ROOT
 
-TINY = {
-    "autoencoder_channels": 8,
-    "autoencoder_res_blocks": 1,
-    "autoencoder_norm_groups": 4,
-    "autoencoder_channel_mults": [1, 2],
-    "image_size": [32, 32],
-    "channels": 8,
-    "channel_mults": [1, 2],
-    "norm_groups": 4,
-    "cached_variants": 2,
-}
+WIDTHS = ("image_size", "channels", "channel_mults", "norm_groups", "cached_variants")
+SPEC = json.loads((REPO_ROOT / "tests" / "bundle_overrides" / "gms_latent_segmentation.json").read_text())
+TINY = {k: v for k, v in SPEC["train"].items() if k in WIDTHS or k.startswith("autoencoder_")}
 
 
 @pytest.fixture

@@ -13,29 +13,13 @@ from monai.bundle import ConfigWorkflow
 from PIL import Image
 
 from common.networks import SDAutoencoderKL
-from tests.conftest import BUNDLES_DIR, error_text
+from tests.conftest import BUNDLES_DIR, REPO_ROOT, error_text
+from tests.oracles import tiny_diffusers_vae
 from tools import cross_domain_gms
 
 BUNDLE = BUNDLES_DIR / "gms_latent_segmentation"
-TINY = {
-    "autoencoder_channels": 8,
-    "autoencoder_res_blocks": 1,
-    "autoencoder_norm_groups": 4,
-    "autoencoder_channel_mults": [1, 2],
-    "image_size": [32, 32],
-    "channels": 8,
-    "channel_mults": [1, 2],
-    "norm_groups": 4,
-    "cached_variants": 2,
-    "batch_size": 4,
-    "val_interval": 1,
-    "max_epochs": 1,
-    "autoencoder_epochs": 1,
-    "autoencoder_batch_size": 2,
-    "autoencoder_val_interval": 1,
-    "synthetic_num": 8,
-    "synthetic_size": 40,
-}
+SPEC = json.loads((REPO_ROOT / "tests" / "bundle_overrides" / "gms_latent_segmentation.json").read_text())
+TINY = {**SPEC["train"], **SPEC["pretrain"]["args"], "max_epochs": 1}
 AUTOENCODER = {
     "in_channels": 3,
     "out_channels": 3,
@@ -112,17 +96,8 @@ def test_autoencoder_of_other_widths_names_the_key_and_shapes(trained: Path) -> 
 
 
 def test_a_diffusers_vae_file_is_used_as_given(tmp_path: Path) -> None:
-    diffusers = pytest.importorskip("diffusers")
-    vae = diffusers.AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-    )
+    pytest.importorskip("diffusers")
+    vae = tiny_diffusers_vae()
     vae.save_pretrained(tmp_path / "vae", safe_serialization=True)
     path = tmp_path / "vae" / "diffusion_pytorch_model.safetensors"
     wf = workflow(tmp_path / "bundle", ["train.json", "sd_vae.json"], **{"autoencoder_path": str(path)})

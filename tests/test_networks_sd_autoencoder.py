@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from common.networks import SDAutoencoderKL, load_sd_autoencoder, load_sd_vae_state_dict
+from tests.oracles import tiny_diffusers_vae
 
 TINY = {"base_channels": 8, "channel_mults": (1, 2), "num_res_blocks": 1, "norm_groups": 4}
 ATOL = 1e-5
@@ -46,22 +47,8 @@ def _diffusers_to_ldm(state: dict[str, torch.Tensor], levels: int) -> dict[str, 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A seeded tiny diffusers VAE (every parameter perturbed) saved in both formats."""
-    diffusers = pytest.importorskip("diffusers")
-    torch.manual_seed(0)
-    vae = diffusers.AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        latent_channels=4,
-        sample_size=32,
-    ).eval()
-    with torch.no_grad():  # GroupNorm's ones/zeros would hide swapped norms
-        for parameter in vae.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
+    pytest.importorskip("diffusers")
+    vae = tiny_diffusers_vae()
     folder = tmp_path_factory.mktemp("sd_vae")
     vae.save_pretrained(folder / "vae", safe_serialization=True)
     ldm = _diffusers_to_ldm(vae.state_dict(), levels=2)

@@ -284,7 +284,7 @@ def test_empty_sections_are_warned_about(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="tools.prepare_gms"):
         datalist = kvasir_seg(str(root), str(tmp_path / "out"))
     assert {k: len(v) for k, v in datalist.items()} == {"training": 2, "validation": 0, "test": 0}
-    assert "the validation section is empty" in caplog.text and "the test section is empty" in caplog.text
+    assert "the validation split is empty" in caplog.text and "the test split is empty" in caplog.text
 
 
 def test_kvasir_instrument_uses_official_split_files(tmp_path):

@@ -64,8 +64,9 @@ DEFAULT_WORK_DIR = REPO_ROOT / "results" / "gms"
 #: still 4 x 28 x 28 for 224 x 224 images, as the paper's
 SMALL_AUTOENCODER = {"autoencoder_channels": 8, "autoencoder_res_blocks": 1, "autoencoder_norm_groups": 4}
 AUTOENCODER_TRAINING = {"autoencoder_learning_rate": 1e-3, "autoencoder_batch_size": 4, "autoencoder_val_interval": 1}
-#: the paper's mapping model, loss, optimiser and batch; a 1-epoch warm-up for the short budget (the paper: 5 of 1000)
-GMS_TRAINING = {"warmup_epochs": 1, "val_interval": 1, "seed": 0}
+#: the paper's mapping model, loss, optimiser and batch; no warm-up for the short budget (the paper: 5 of 1000 epochs,
+#: the first at learning rate 0)
+GMS_TRAINING = {"warmup_epochs": 0, "val_interval": 1, "seed": 0}
 UNET_LEARNING_RATE = 1e-3
 
 

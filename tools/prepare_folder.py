@@ -26,6 +26,7 @@ import numpy as np
 
 from common.data.datalist import SPLITS, pair_folder, split_extension, split_items, validate_fractions, write_datalist
 from common.transforms.masks import EnsureBinaryMask
+from tools.dataset_output import warn_empty_sections
 
 __all__ = ["UNKNOWN_GROUPS", "check_masks", "main", "prepare_folder", "read_group_file"]
 
@@ -162,13 +163,6 @@ def _item_groups(
     return groups
 
 
-def _warn_empty_splits(datalist: dict[str, list[dict]], fractions: dict[str, float]) -> None:
-    """Warn when a split asked for (fraction > 0) came out empty: too few files or groups to fill it."""
-    for split, fraction in fractions.items():
-        if fraction > 0 and not datalist[split]:
-            logger.warning("the %s split is empty (fraction %g): too few files or groups", split, fraction)
-
-
 def prepare_folder(
     output: str,
     images_dir: str | None = None,
@@ -233,7 +227,7 @@ def prepare_folder(
         for split, entries in splits.items()
     }
     write_datalist(datalist, output_path, overwrite=overwrite)
-    _warn_empty_splits(datalist, {"validation": val_fraction, "test": test_fraction})
+    warn_empty_sections(datalist, {"validation": val_fraction, "test": test_fraction})
     known = {g for g in groups if g is not None}
     logger.info(
         "wrote %s: %s (%d %s, %d known groups)",

@@ -63,7 +63,15 @@ from PIL import Image
 
 from common.data.datalist import split_items, validate_fractions
 from common.io import PNG_EXTENSIONS, split_extension
-from tools.prepare_histology import _check_size, _finish, _folders, _resize_image, _resize_mask, _write_pair
+from tools.dataset_output import (
+    check_size,
+    finish_datalist,
+    output_folders,
+    resize_image,
+    resize_mask,
+    warn_empty_sections,
+    write_pair,
+)
 
 __all__ = ["bus", "busi", "ham10000", "kvasir_instrument", "kvasir_seg", "main", "near_duplicate_groups"]
 
@@ -255,7 +263,7 @@ def _write_all(
     for i, pair in enumerate(pairs, start=1):
         image = _read_image(pair.image, mode)
         mask = np.logical_or.reduce([_read_mask(path, issues) for path in pair.masks])
-        entry = _write_pair(output, pair.name, _resize_image(image, size), _resize_mask(mask, size, area=False))
+        entry = write_pair(output, pair.name, resize_image(image, size), resize_mask(mask, size, area=False))
         entries.append({**entry, **pair.extra})
         if thumbnails:
             thumbs.append(thumbnail(image))
@@ -263,13 +271,6 @@ def _write_all(
             logger.info("%d of %d pairs written", i, len(pairs))
     _log_mask_issues(issues, sum(len(pair.masks) for pair in pairs))
     return entries, (np.stack(thumbs) if thumbnails else None)
-
-
-def _warn_empty(datalist: dict[str, list[dict]], fractions: dict[str, float]) -> None:
-    """Warn about each section asked for (fraction > 0) that came out empty: too few images or groups to fill it."""
-    for section, fraction in fractions.items():
-        if fraction > 0 and not datalist[section]:
-            logger.warning("the %s section is empty (fraction %g): too few images or groups", section, fraction)
 
 
 def _split_and_finish(
@@ -282,16 +283,16 @@ def _split_and_finish(
 ) -> dict[str, list[dict]]:
     """Split ``entries`` (seeded, groups kept together), warn about empty sections, write the datalist."""
     datalist = split_items(entries, *fractions, seed=seed, group_key=group_key)
-    _warn_empty(datalist, {"validation": fractions[0], "test": fractions[1]})
-    return _finish(output, datalist, overwrite)
+    warn_empty_sections(datalist, {"validation": fractions[0], "test": fractions[1]})
+    return finish_datalist(output, datalist, overwrite)
 
 
 def _start(
     data_dir: str, output_dir: str, overwrite: bool, size: int, fractions: tuple[float, float]
 ) -> tuple[Path, Path]:
     """Check the folders and the common arguments; return the input and output folders."""
-    data, output = _folders(data_dir, output_dir, overwrite)
-    _check_size("size", size)
+    data, output = output_folders(data_dir, output_dir, overwrite)
+    check_size("size", size)
     validate_fractions(*fractions)
     return data, output
 
@@ -699,8 +700,8 @@ def kvasir_instrument(
     train = [entry for pair, entry in zip(pairs, entries, strict=True) if pair.name not in test_ids]
     datalist = split_items(train, val_fraction, 0.0, seed=seed)
     datalist["test"] = [entry for pair, entry in zip(pairs, entries, strict=True) if pair.name in test_ids]
-    _warn_empty(datalist, {"validation": val_fraction})
-    return _finish(output, datalist, overwrite)
+    warn_empty_sections(datalist, {"validation": val_fraction})
+    return finish_datalist(output, datalist, overwrite)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -28,8 +28,8 @@ import numpy as np
 from PIL import Image
 from skimage.draw import polygon
 
-from common.data.datalist import split_items, validate_fractions, write_datalist
-from common.io import atomic_output
+from common.data.datalist import split_items, validate_fractions
+from tools.dataset_output import check_size, finish_datalist, output_folders, resize_image, resize_mask, write_pair
 
 __all__ = ["glas", "main", "monuseg", "polygons_to_mask", "read_aperio_polygons"]
 
@@ -40,27 +40,7 @@ _GLAS_NAME = re.compile(r"(train|testA|testB)_\d+")
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# shared helpers
-
-
-def _folders(data_dir: str, output_dir: str, overwrite: bool) -> tuple[Path, Path]:
-    """The input folder (must exist) and the output folder (must not overlap it; empty unless ``overwrite``)."""
-    data, output = Path(str(data_dir)).expanduser().resolve(), Path(str(output_dir)).expanduser().resolve()
-    if not data.is_dir():
-        raise FileNotFoundError(f"data folder {data} does not exist or is not a folder")
-    if output == data or data in output.parents or output in data.parents:
-        raise ValueError(f"output folder {output} must not overlap the data folder {data}")
-    if output.exists() and not output.is_dir():
-        raise FileExistsError(f"output {output} exists and is not a folder")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise FileExistsError(f"output folder {output} is not empty; pass --overwrite True to write into it")
-    return data, output
-
-
-def _check_size(name: str, value: int) -> None:
-    """Raise ``ValueError`` unless ``value`` is an integer >= 0."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+# readers
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -80,46 +60,6 @@ def _read_mask(path: Path) -> np.ndarray:
     except (OSError, ValueError) as err:
         raise ValueError(f"label {path} cannot be read: {err}") from err
     return mask.any(axis=-1) if mask.ndim == 3 else mask
-
-
-def _resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """RGB image resized to ``size`` x ``size`` (0: unchanged) by Pillow's bilinear filter, which is anti-aliased."""
-    if not size:
-        return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
-
-
-def _resize_mask(mask: np.ndarray, size: int, area: bool) -> np.ndarray:
-    """Boolean mask resized to ``size`` x ``size`` (0: unchanged): area average, >= 0.5 if ``area``; else nearest."""
-    if not size:
-        return mask
-    if area:
-        fraction = Image.fromarray(mask.astype(np.float32)).resize((size, size), Image.Resampling.BOX)
-        return np.asarray(fraction) >= 0.5
-    return np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST)) > 0
-
-
-def _save_png(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` as a PNG file, atomically, creating its folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
-
-
-def _write_pair(output: Path, name: str, image: np.ndarray, mask: np.ndarray, prefix: str = "") -> dict[str, str]:
-    """Write ``{prefix}images/{name}.png`` (RGB) and ``{prefix}masks/{name}.png`` (0/255); return their entry."""
-    entry = {"image": f"{prefix}images/{name}.png", "label": f"{prefix}masks/{name}.png"}
-    _save_png(output / entry["image"], image)
-    _save_png(output / entry["label"], mask.astype(np.uint8) * 255)
-    return entry
-
-
-def _finish(output: Path, datalist: dict[str, list[dict]], overwrite: bool) -> dict[str, list[dict]]:
-    """Write ``output/datalist.json`` and log the count of each section."""
-    path = output / "datalist.json"
-    write_datalist(datalist, path, overwrite=overwrite)
-    logger.info("wrote %s: %s", path, ", ".join(f"{len(entries)} {name}" for name, entries in datalist.items()))
-    return datalist
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -207,7 +147,7 @@ def _cut_patches(output: Path, entries: Sequence[dict], patch_size: int) -> list
             for left in range(0, width - patch_size + 1, patch_size):
                 window = np.s_[top : top + patch_size, left : left + patch_size]
                 name = f"{Path(entry['image']).stem}_y{top}_x{left}"
-                pair = _write_pair(output, name, image[window], mask[window], prefix="patches/")
+                pair = write_pair(output, name, image[window], mask[window], prefix="patches/")
                 patches.append({**pair, "group": entry["group"]})
     return patches
 
@@ -247,9 +187,9 @@ def monuseg(
         FileExistsError: the output folder is not empty and ``overwrite`` is False.
         ValueError: an annotation is missing or unparsable (the message names the file), or a bad argument.
     """
-    data, output = _folders(data_dir, output_dir, overwrite)
-    _check_size("size", size)
-    _check_size("patch_size", patch_size)
+    data, output = output_folders(data_dir, output_dir, overwrite)
+    check_size("size", size)
+    check_size("patch_size", patch_size)
     if size and patch_size > size:
         raise ValueError(f"patch_size {patch_size} is larger than size {size}")
     validate_fractions(val_fraction, 0.0)
@@ -259,14 +199,14 @@ def monuseg(
     for image_path, _, section in images:
         image = _read_rgb(image_path)
         mask = polygons_to_mask(polygons[image_path], image.shape[:2])
-        entry = _write_pair(output, image_path.stem, _resize_image(image, size), _resize_mask(mask, size, area=True))
+        entry = write_pair(output, image_path.stem, resize_image(image, size), resize_mask(mask, size, area=True))
         case = _TCGA_CASE.match(image_path.stem)
         sections[section].append({**entry, "group": case.group(0) if case else image_path.stem})
     datalist = split_items(sections["training"], val_fraction, 0.0, seed=seed, group_key="group")
     datalist["test"] = sections["test"]
     if patch_size:
         datalist["training_patches"] = _cut_patches(output, datalist["training"], patch_size)
-    return _finish(output, datalist, overwrite)
+    return finish_datalist(output, datalist, overwrite)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -327,8 +267,8 @@ def glas(
         FileExistsError: the output folder is not empty and ``overwrite`` is False.
         ValueError: an image without its ``_anno`` file (all are named), a label of another size, or a bad argument.
     """
-    data, output = _folders(data_dir, output_dir, overwrite)
-    _check_size("size", size)
+    data, output = output_folders(data_dir, output_dir, overwrite)
+    check_size("size", size)
     validate_fractions(val_fraction, 0.0)
     folder = _glas_folder(data)
     images = []
@@ -348,7 +288,7 @@ def glas(
         mask = _read_mask(anno)
         if mask.shape != image.shape[:2]:
             raise ValueError(f"label {anno} is {mask.shape}, its image {path} is {image.shape[:2]}")
-        entry = _write_pair(output, path.stem, _resize_image(image, size), _resize_mask(mask, size, area=False))
+        entry = write_pair(output, path.stem, resize_image(image, size), resize_mask(mask, size, area=False))
         entry["group"] = f"patient_{patients[path.stem]}" if path.stem in patients else path.stem
         subset = path.stem.split("_")[0]
         if subset == "train":
@@ -357,7 +297,7 @@ def glas(
             sections["test"].append({**entry, "subset": subset})
     datalist = split_items(sections["training"], val_fraction, 0.0, seed=seed, group_key="group")
     datalist["test"] = sections["test"]
-    return _finish(output, datalist, overwrite)
+    return finish_datalist(output, datalist, overwrite)
 
 
 # --------------------------------------------------------------------------------------------------------------------
