@@ -66,6 +66,19 @@ def test_codec_scales_the_posterior_mean_and_std() -> None:
     torch.testing.assert_close(std, torch.exp(0.5 * logvar) * 0.5)
 
 
+def test_codec_loads_its_autoencoder_on_first_use() -> None:
+    calls = []
+
+    def load() -> nn.Module:
+        calls.append(1)
+        return PoolingAutoencoder()
+
+    codec = MaskLatentCodec(load, num_classes=1, device="cpu")
+    assert not calls, "building the codec must not load weights (bundle inspection works before training)"
+    assert codec.image_channels == 3 and codec.autoencoder is codec.autoencoder
+    assert len(calls) == 1
+
+
 def test_codec_rejects_no_class() -> None:
     with pytest.raises(ValueError, match="num_classes"):
         MaskLatentCodec(PoolingAutoencoder(), num_classes=0)

@@ -43,6 +43,11 @@ def workflow(root: Path, configs: list[str], workflow_type: str = "train", **ove
     return wf
 
 
+def autoencoder(root: Path, configs: list[str], **overrides: object) -> torch.nn.Module:
+    """The autoencoder the configs' codec loads (on first use, as training and inference do)."""
+    return workflow(root, configs, **overrides).parser.get_parsed_content("codec").autoencoder
+
+
 def run(root: Path, configs: list[str], **overrides: object) -> ConfigWorkflow:
     wf = workflow(root, configs, **overrides)
     wf.run()
@@ -83,14 +88,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_training_without_an_autoencoder_says_how_to_get_one(tmp_path: Path) -> None:
     with pytest.raises(Exception) as error:
-        workflow(tmp_path / "bundle", ["train.json"]).parser.get_parsed_content("autoencoder")
+        autoencoder(tmp_path / "bundle", ["train.json"])
     text = error_text(error.value)
     assert "autoencoder.pt" in text and "train_autoencoder.json" in text and "autoencoder_path" in text
 
 
 def test_autoencoder_of_other_widths_names_the_key_and_shapes(trained: Path) -> None:
     with pytest.raises(Exception) as error:
-        workflow(trained, ["train.json"], autoencoder_channels=16).parser.get_parsed_content("autoencoder")
+        autoencoder(trained, ["train.json"], autoencoder_channels=16)
     text = error_text(error.value)
     assert "autoencoder.pt" in text and "encoder.conv_in.weight" in text and "wrong shape" in text
 
@@ -101,18 +106,18 @@ def test_a_diffusers_vae_file_is_used_as_given(tmp_path: Path) -> None:
     vae.save_pretrained(tmp_path / "vae", safe_serialization=True)
     path = tmp_path / "vae" / "diffusion_pytorch_model.safetensors"
     wf = workflow(tmp_path / "bundle", ["train.json", "sd_vae.json"], **{"autoencoder_path": str(path)})
-    autoencoder = wf.parser.get_parsed_content("autoencoder")
+    loaded = wf.parser.get_parsed_content("codec").autoencoder
     image = torch.rand(1, 3, 16, 16) * 2 - 1
     with torch.no_grad():
         expected = vae.encode(image).latent_dist.mean * 0.18215
-        torch.testing.assert_close(autoencoder.encode(image), expected, atol=1e-5, rtol=1e-5)
-    assert not any(p.requires_grad for p in autoencoder.parameters()), "the autoencoder must be frozen"
+        torch.testing.assert_close(loaded.encode(image), expected, atol=1e-5, rtol=1e-5)
+    assert not any(p.requires_grad for p in loaded.parameters()), "the autoencoder must be frozen"
 
 
 def test_sd_vae_overlay_without_a_path_names_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SD_VAE_PATH", raising=False)
     with pytest.raises(Exception) as error:
-        workflow(tmp_path / "bundle", ["train.json", "sd_vae.json"]).parser.get_parsed_content("autoencoder")
+        autoencoder(tmp_path / "bundle", ["train.json", "sd_vae.json"])
     assert "SD_VAE_PATH" in error_text(error.value)
 
 

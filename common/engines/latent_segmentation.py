@@ -8,7 +8,7 @@ mask is decoded back to a soft mask by averaging the decoder's channels and mapp
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -35,15 +35,32 @@ class MaskLatentCodec:
 
     Args:
         autoencoder: a module with ``encode_posterior(x) -> (mean, logvar)`` of ``in_channels``-channel images in
-            [-1, 1], ``decode(z)`` of scaled latents and ``scale_factor`` (``common.networks.SDAutoencoderKL``).
+            [-1, 1], ``decode(z)`` of scaled latents and ``scale_factor`` (``common.networks.SDAutoencoderKL``); or a
+            function without arguments that loads one (a config's ``"_mode_": "callable"`` loader), called on first
+            use, so that inspecting a bundle (property checks, MONAI Label) works before any weights exist.
         num_classes: foreground classes of the masks (1 for binary); label maps hold 0 (background) to ``num_classes``.
+        device: where a loaded autoencoder is moved to.
     """
 
-    def __init__(self, autoencoder: nn.Module, num_classes: int = 1) -> None:
+    def __init__(
+        self,
+        autoencoder: nn.Module | Callable[[], nn.Module],
+        num_classes: int = 1,
+        device: torch.device | str | None = None,
+    ) -> None:
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
-        self.autoencoder = autoencoder
+        self._autoencoder = autoencoder
         self.num_classes = int(num_classes)
+        self.device = device
+
+    @property
+    def autoencoder(self) -> nn.Module:
+        """The autoencoder, loaded (and moved to ``device``) the first time it is needed."""
+        if not isinstance(self._autoencoder, nn.Module):
+            loaded = self._autoencoder()
+            self._autoencoder = loaded.to(self.device) if self.device is not None else loaded
+        return self._autoencoder
 
     @property
     def image_channels(self) -> int:
