@@ -36,7 +36,13 @@ def test_matching_channels_pass_unchanged() -> None:
     assert EnsureChannelsd("image", channels=1)({"image": image})["image"] is image
 
 
-@pytest.mark.parametrize(("have", "want"), [(1, 3), (2, 1), (5, 3)])
+def test_grey_is_repeated_when_rgb_is_asked() -> None:
+    image = _image(1)
+    rgb = EnsureChannelsd("image", channels=3)({"image": image})["image"]
+    assert rgb.shape[0] == 3 and all(torch.equal(torch.as_tensor(c), torch.as_tensor(image[0])) for c in rgb)
+
+
+@pytest.mark.parametrize(("have", "want"), [(2, 1), (2, 3), (5, 3)])
 def test_wrong_channel_count_names_file_and_key(have: int, want: int) -> None:
     with pytest.raises(ValueError, match=rf"tile_07.png.*{have} channel.*expected {want}.*'image_channels'"):
         EnsureChannelsd("image", channels=want)({"image": _image(have)})
