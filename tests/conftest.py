@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from monai.bundle import ConfigWorkflow
+from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLES_DIR = REPO_ROOT / "bundles"
@@ -41,11 +44,12 @@ def error_text(error: BaseException | None) -> str:
 
 
 def bundle_workflow(
-    bundle: Path, bundle_root: Path, config: str, workflow_type: str, **overrides: object
+    bundle: Path, bundle_root: Path, config: str | list[str], workflow_type: str, **overrides: object
 ) -> ConfigWorkflow:
-    """An initialised workflow of ``bundle``'s ``config`` (no logging config) writing under ``bundle_root``."""
+    """An initialised workflow of ``bundle``'s ``config`` (a name, or names merged in order; no logging config)."""
+    names = [config] if isinstance(config, str) else config
     wf = ConfigWorkflow(
-        config_file=str(bundle / "configs" / config),
+        config_file=[str(bundle / "configs" / name) for name in names],
         meta_file=str(bundle / "configs" / "metadata.json"),
         logging_file=False,
         workflow_type=workflow_type,
@@ -54,3 +58,15 @@ def bundle_workflow(
     )
     wf.initialize()
     return wf
+
+
+def write_pairs(folder: Path, pairs: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, str]:
+    """Write image/mask PNG pairs and a datalist using every pair in every section; return the config overrides."""
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for name, (image, mask) in pairs.items():
+        Image.fromarray(image).save(folder / "images" / name)
+        Image.fromarray(mask).save(folder / "masks" / name)
+    entries = [{"image": f"images/{n}", "label": f"masks/{n}"} for n in pairs]
+    (folder / "datalist.json").write_text(json.dumps({"training": entries, "validation": entries, "test": entries}))
+    return {"dataset_dir": str(folder), "datalist": str(folder / "datalist.json")}

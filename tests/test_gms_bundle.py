@@ -13,7 +13,7 @@ from monai.bundle import ConfigWorkflow
 from PIL import Image
 
 from common.networks import SDAutoencoderKL
-from tests.conftest import BUNDLES_DIR, REPO_ROOT, error_text
+from tests.conftest import BUNDLES_DIR, REPO_ROOT, bundle_workflow, error_text, write_pairs
 from tests.oracles import tiny_diffusers_vae
 from tools import cross_domain_gms
 
@@ -31,16 +31,7 @@ AUTOENCODER = {
 
 
 def workflow(root: Path, configs: list[str], workflow_type: str = "train", **overrides: object) -> ConfigWorkflow:
-    wf = ConfigWorkflow(
-        config_file=[str(BUNDLE / "configs" / c) for c in configs],
-        meta_file=str(BUNDLE / "configs" / "metadata.json"),
-        logging_file=False,
-        workflow_type=workflow_type,
-        bundle_root=str(root),
-        **{**TINY, **overrides},
-    )
-    wf.initialize()
-    return wf
+    return bundle_workflow(BUNDLE, root, configs, workflow_type, **{**TINY, **overrides})
 
 
 def autoencoder(root: Path, configs: list[str], **overrides: object) -> torch.nn.Module:
@@ -53,18 +44,6 @@ def run(root: Path, configs: list[str], **overrides: object) -> ConfigWorkflow:
     wf.run()
     wf.finalize()
     return wf
-
-
-def write_pairs(folder: Path, pairs: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, str]:
-    """Image/mask PNG pairs and a datalist using every pair in every section; returns the config overrides."""
-    for sub in ("images", "masks"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    for name, (image, mask) in pairs.items():
-        Image.fromarray(image).save(folder / "images" / name)
-        Image.fromarray(mask).save(folder / "masks" / name)
-    entries = [{"image": f"images/{n}", "label": f"masks/{n}"} for n in pairs]
-    (folder / "datalist.json").write_text(json.dumps({"training": entries, "validation": entries, "test": entries}))
-    return {"dataset_dir": str(folder), "datalist": str(folder / "datalist.json")}
 
 
 def grey(size: tuple[int, int] = (40, 48), seed: int = 0) -> np.ndarray:

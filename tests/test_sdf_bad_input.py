@@ -11,7 +11,7 @@ import torch
 from monai.bundle import ConfigWorkflow
 from PIL import Image
 
-from tests.conftest import BUNDLES_DIR, bundle_workflow, error_text
+from tests.conftest import BUNDLES_DIR, bundle_workflow, error_text, write_pairs
 
 BUNDLE = BUNDLES_DIR / "sdf_score_segmentation"
 TINY = {
@@ -27,18 +27,6 @@ TINY = {
 
 def workflow(tmp_path: Path, config: str, workflow_type: str, **overrides: object) -> ConfigWorkflow:
     return bundle_workflow(BUNDLE, tmp_path / "bundle", config, workflow_type, **{**TINY, **overrides})
-
-
-def write_pairs(folder: Path, pairs: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, str]:
-    """Write image/mask PNG pairs and a datalist using every pair in every section; return the overrides."""
-    for sub in ("images", "masks"):
-        (folder / sub).mkdir(parents=True)
-    for name, (image, mask) in pairs.items():
-        Image.fromarray(image).save(folder / "images" / name)
-        Image.fromarray(mask).save(folder / "masks" / name)
-    entries = [{"image": f"images/{n}", "label": f"masks/{n}"} for n in pairs]
-    (folder / "datalist.json").write_text(json.dumps({"training": entries, "validation": entries, "test": entries}))
-    return {"dataset_dir": str(folder), "datalist": str(folder / "datalist.json")}
 
 
 def rgb(size: tuple[int, int] = (40, 48)) -> np.ndarray:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from monai.bundle import ConfigWorkflow
 
+from tests.conftest import bundle_workflow
 from tests.test_sdf_bad_input import BUNDLE
 from tests.test_sdf_bad_input import TINY as BAD_INPUT_TINY
 
@@ -29,15 +30,7 @@ MONAI_TINY = {
 
 
 def run(bundle_root: Path, configs: list[str], kind: str, **overrides: object) -> ConfigWorkflow:
-    wf = ConfigWorkflow(
-        config_file=[str(BUNDLE / "configs" / c) for c in configs],
-        meta_file=str(BUNDLE / "configs" / "metadata.json"),
-        logging_file=False,
-        workflow_type=kind,
-        bundle_root=str(bundle_root),
-        **overrides,
-    )
-    wf.initialize()
+    wf = bundle_workflow(BUNDLE, bundle_root, configs, kind, **overrides)
     wf.run()
     wf.finalize()
     return wf
