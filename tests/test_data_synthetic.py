@@ -158,6 +158,7 @@ EXPECTED_SHAPES = {  # kind -> (size, image shape after LoadImage(ensure_channel
     "nuclei": (64, (3, 64, 64), (1, 64, 64)),
     "polyp": (64, (3, 64, 64), (1, 64, 64)),
     "brain_slice": (64, (4, 64, 64), (1, 64, 64)),
+    "brats_slice": (64, (4, 64, 64), (1, 64, 64)),
     "brain_volume": (32, (4, 32, 32, 16), (1, 32, 32, 16)),
     "ct_slice": (64, (1, 64, 64), (1, 64, 64)),
 }
@@ -191,7 +192,7 @@ def test_written_dataset_loads_with_monai(kind, tmp_path, load_image):
         path = str(tmp_path / "ds" / entry["image"])
         loader = (
             load_image
-            if kind != "brain_slice"
+            if kind not in ("brain_slice", "brats_slice")
             else LoadImage(image_only=True, ensure_channel_first=True, reader="NibabelReader", channel_dim=-1)
         )
         assert tuple(loader(path).shape) == image_shape

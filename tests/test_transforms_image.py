@@ -49,8 +49,15 @@ def test_wrong_channel_count_names_file_and_key(have: int, want: int) -> None:
 
 
 def test_unsupported_channel_setting() -> None:
-    with pytest.raises(ValueError, match="image_channels must be 1"):
-        EnsureChannelsd("image", channels=2)
+    with pytest.raises(ValueError, match="image_channels must be an int >= 1"):
+        EnsureChannelsd("image", channels=0)
+
+
+def test_multi_contrast_channels_are_checked_not_converted() -> None:
+    data = {"image": _image(4, (8, 8))}
+    assert EnsureChannelsd("image", channels=4)(data)["image"] is data["image"]
+    with pytest.raises(ValueError, match="expected 4"):
+        EnsureChannelsd("image", channels=4)({"image": _image(3, (8, 8))})
 
 
 def test_min_size_accepts_equal_and_larger() -> None:

@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+from common.data.brats import (
+    BRATS_MODALITIES,
+    BRATS_REGIONS,
+    BRATS_REMAP,
+    brats_case_files,
+    brats_case_shape,
+    brats_slice,
+    normalize_slice,
+    read_brats_case,
+    remap_brats_labels,
+)
 from common.data.datalist import (
     SPLITS,
     SUPPORTED_EXTENSIONS,
@@ -31,6 +42,9 @@ from common.data.variants import VariantSampler, expand_variants
 
 __all__ = [
     "BRATS_LABELS",
+    "BRATS_MODALITIES",
+    "BRATS_REGIONS",
+    "BRATS_REMAP",
     "CT_ORGANS",
     "SPLITS",
     "SUPPORTED_EXTENSIONS",
@@ -39,15 +53,21 @@ __all__ = [
     "VariantSampler",
     "brain_slice",
     "brain_volume",
+    "brats_case_files",
+    "brats_case_shape",
+    "brats_slice",
     "chest_xray",
     "ct_slice",
     "expand_variants",
     "list_files",
     "load_datalist",
     "lung_mask",
+    "normalize_slice",
     "nuclei_tile",
     "pair_folder",
     "polyp_frame",
+    "read_brats_case",
+    "remap_brats_labels",
     "split_extension",
     "split_items",
     "validate_fractions",

@@ -23,6 +23,7 @@ __all__ = [
     "list_files",
     "load_datalist",
     "pair_folder",
+    "section_images",
     "split_extension",
     "split_items",
     "validate_fractions",
@@ -335,3 +336,29 @@ def pair_folder(
     if unused:
         logger.warning("%d mask(s) in %s match no image", unused, masks_dir or images_dir)
     return pairs
+
+
+def section_images(
+    datalist: dict[str, list[dict]],
+    sections: Sequence[str] = ("unlabelled",),
+    fallback_sections: Sequence[str] = ("training", "validation"),
+    key: str = "image",
+) -> list[dict]:
+    """The images (``{key: path}``, labels dropped) of ``sections``, for unsupervised pre-training.
+
+    When the datalist has none of ``sections`` (the synthetic sample data has no ``unlabelled`` section), the images of
+    ``fallback_sections`` are used and the log says so; when it has none of those either, it is an error naming both.
+    """
+    chosen = [s for s in sections if s in datalist]
+    if not chosen:
+        chosen = [s for s in fallback_sections if s in datalist]
+        if not chosen:
+            raise ValueError(
+                f"the datalist has none of the sections {list(sections)} (nor the fallback {list(fallback_sections)}); "
+                f"its sections: {sorted(datalist)}."
+            )
+        logger.warning("the datalist has no section %s: pre-training on the images of %s", list(sections), chosen)
+    items = [{key: item[key]} for section in chosen for item in datalist[section] if key in item]
+    if not items:
+        raise ValueError(f"the datalist sections {chosen} hold no '{key}' entries to pre-train on.")
+    return items

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from common.data.brats import normalize_slice, remap_brats_labels
 from common.data.datalist import split_items, validate_fractions
 from common.io import atomic_output_dir, atomic_write_json, read_json
 
@@ -598,6 +599,12 @@ def _volume(size: int | None, rng: np.random.Generator) -> tuple[np.ndarray, np.
     return brain_volume((size, size, size // 2), rng)
 
 
+def _brats_slice(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``brain_slice`` as the BraTS slice preparation leaves it: joint min-max image, labels remapped to 0..3."""
+    image, label = brain_slice(size, rng)
+    return normalize_slice(image), remap_brats_labels(label, "synthetic brain_slice")
+
+
 #: Dataset kinds of ``write_synthetic_dataset`` and how each is generated and stored.
 SYNTHETIC_KINDS: dict[str, SyntheticKind] = {
     "lung_mask": SyntheticKind(_sized(lambda size, rng: (None, lung_mask(size, rng) > 0), 256), ".png", True),
@@ -605,6 +612,7 @@ SYNTHETIC_KINDS: dict[str, SyntheticKind] = {
     "chest_xray": SyntheticKind(_sized(chest_xray, 256), ".png", False),
     "nuclei": SyntheticKind(_sized(nuclei_tile, 256), ".png", True),
     "brain_slice": SyntheticKind(_sized(brain_slice, 128), ".nii.gz", False),
+    "brats_slice": SyntheticKind(_sized(_brats_slice, 128), ".nii.gz", False),
     "brain_volume": SyntheticKind(_volume, ".nii.gz", False),
     "ct_slice": SyntheticKind(_sized(ct_slice, 256), ".nii.gz", False),
     "polyp": SyntheticKind(_sized(polyp_frame, 256), ".png", True),
@@ -692,7 +700,9 @@ def write_synthetic_dataset(
     (1 image-left, 2 image-right lung)) and ``out_dir/synthetic.json`` (the parameters). 2D samples with one or
     three channels are uint8 PNG (images scaled to 0..255, binary masks 0/255, label maps their values); brain and
     CT samples are NIfTI with channels last (``(H, W, 4)``, ``(H, W, D, 4)``; load 2D brain slices with
-    ``channel_dim=-1``), CT in HU. Files of the same seed are identical.
+    ``channel_dim=-1``), CT in HU. ``brain_slice`` and ``brain_volume`` keep the raw BraTS labels 0, 1, 2, 4;
+    ``brats_slice`` is a ``brain_slice`` as ``tools.prepare_brats`` writes real slices (``common.data.brats``): the
+    four channels min-max normalised jointly, labels remapped to 0..3. Files of the same seed are identical.
 
     The dataset is written to a temporary folder beside ``out_dir`` and renamed into place, so a half-written one
     never looks complete. An existing ``out_dir`` written by this function with the same parameters is reused.

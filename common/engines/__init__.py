@@ -1,5 +1,5 @@
-"""Engine pieces: atomic checkpoints, resuming, gradient clipping, diffusion training steps, latent segmentation
-and autoencoder training."""
+"""Engine pieces: atomic checkpoints, resuming, gradient clipping, weight EMA, diffusion training steps, latent
+segmentation and autoencoder training."""
 
 from .autoencoder_training import (
     DiscriminatorAdversarialLoss,
@@ -10,7 +10,8 @@ from .autoencoder_training import (
 )
 from .checkpoint import AtomicCheckpointSaver, CheckedCheckpointLoader, ResumeFromCheckpoint, latest_checkpoint
 from .diffusion_training import DiffusionPrepareBatchd, DiffusionTrainingInferer
-from .handlers import ClipGradNorm
+from .ema import ExponentialMovingAverage
+from .handlers import ClipGradNorm, iteration_loss
 from .latent_segmentation import (
     EncodeLatentsd,
     LatentPrepareBatch,
@@ -28,6 +29,7 @@ __all__ = [
     "DiffusionTrainingInferer",
     "DiscriminatorAdversarialLoss",
     "EncodeLatentsd",
+    "ExponentialMovingAverage",
     "GeneratorAdversarialLoss",
     "ImageAndMaskBatch",
     "KLReconstructionLoss",
@@ -38,5 +40,6 @@ __all__ = [
     "MaskReconstructionInferer",
     "PosteriorSampleInferer",
     "ResumeFromCheckpoint",
+    "iteration_loss",
     "latest_checkpoint",
 ]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from ignite.engine import Engine
 from monai.engines.utils import IterationEvents
 
-__all__ = ["ClipGradNorm"]
+__all__ = ["ClipGradNorm", "iteration_loss"]
 
 
 class ClipGradNorm:
@@ -29,3 +31,13 @@ class ClipGradNorm:
         if getattr(engine, "amp", False) and getattr(engine, "scaler", None) is not None:
             engine.scaler.unscale_(engine.optimizer)
         torch.nn.utils.clip_grad_norm_(engine.network.parameters(), self.max_norm)
+
+
+def iteration_loss(output: Any) -> torch.Tensor:
+    """The loss of a trainer iteration's output, whether the batch was decollated (a list of dicts) or not (a dict).
+
+    For ignite metrics and handlers that need one number per iteration (an epoch's mean loss for a plateau
+    scheduler, for instance).
+    """
+    first = output[0] if isinstance(output, (list, tuple)) else output
+    return torch.as_tensor(first["loss"]).detach()

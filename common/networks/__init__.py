@@ -1,16 +1,23 @@
 """Networks that MONAI core does not have."""
 
 from .latent_mapping import LatentMappingModel
+from .pixel_classifier import ClassWeightedCrossEntropy, EnsembleCrossEntropy, PixelClassifierEnsemble, PixelMLP
 from .postdae import PostDAE
 from .score_unet import ScoreUNet
 from .sd_autoencoder import SDAutoencoderKL
 from .sd_checkpoint import load_sd_autoencoder, load_sd_vae_state_dict
+from .weights import load_network_weights
 
 __all__ = [
+    "ClassWeightedCrossEntropy",
+    "EnsembleCrossEntropy",
     "LatentMappingModel",
+    "PixelClassifierEnsemble",
+    "PixelMLP",
     "PostDAE",
     "SDAutoencoderKL",
     "ScoreUNet",
+    "load_network_weights",
     "load_sd_autoencoder",
     "load_sd_vae_state_dict",
 ]

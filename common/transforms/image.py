@@ -29,8 +29,8 @@ class EnsureChannelsd(MapTransform):
 
     Accepted: an image that already has ``channels`` channels; RGB (3) or RGBA (4, alpha dropped) when
     ``channels == 1`` (converted with BT.601 luma weights, as reading with OpenCV in grey scale does); grey
-    (repeated, as PIL's ``convert("RGB")``) or RGBA (alpha dropped) when ``channels == 3``. Anything else is a
-    ``ValueError`` naming the file and the config key.
+    (repeated, as PIL's ``convert("RGB")``) or RGBA (alpha dropped) when ``channels == 3``. Other channel counts
+    (multi-contrast MR: 4) are only checked. Anything else is a ``ValueError`` naming the file and the config key.
 
     Args:
         keys: keys of the images.
@@ -40,8 +40,8 @@ class EnsureChannelsd(MapTransform):
 
     def __init__(self, keys: KeysCollection, channels: int, config_key: str = "image_channels") -> None:
         super().__init__(keys)
-        if channels not in (1, 3):
-            raise ValueError(f"{config_key} must be 1 (grey) or 3 (RGB), got {channels}.")
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"{config_key} must be an int >= 1, got {channels!r}.")
         self.channels = channels
         self.config_key = config_key
 
@@ -49,6 +49,8 @@ class EnsureChannelsd(MapTransform):
         have = img.shape[0]
         if have == self.channels:
             return img
+        if self.channels not in (1, 3):
+            return None
         if have == 4:
             img = img[:3]
         if img.shape[0] == 1 and self.channels == 3:

@@ -134,8 +134,10 @@ class EnsureLabelMap(Transform):
 class EnsureLabelMapd(MapTransform):
     """Dictionary version of :class:`EnsureLabelMap`; error messages name the file and the key."""
 
-    def __init__(self, keys: KeysCollection, num_classes: int = 1, allow_empty: bool = True) -> None:
-        super().__init__(keys)
+    def __init__(
+        self, keys: KeysCollection, num_classes: int = 1, allow_empty: bool = True, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
         self.check = EnsureLabelMap(num_classes=num_classes, allow_empty=allow_empty)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:

@@ -113,6 +113,8 @@ class SaveOverlayd(MapTransform):
         label_key: key of a reference mask drawn in green, skipped if absent from the item.
         postfix: appended to the source file's stem.
         source_key: key whose loaded file names the output.
+        display_channel: show only this channel of the image, in grey (e.g. FLAIR of a 4-contrast MR slice);
+            None shows the first three channels as RGB (or the only one, in grey).
     """
 
     def __init__(
@@ -123,14 +125,18 @@ class SaveOverlayd(MapTransform):
         label_key: str | None = None,
         postfix: str = "overlay",
         source_key: str = "image",
+        display_channel: int | None = None,
     ) -> None:
         super().__init__([image_key, pred_key])
         self.image_key, self.pred_key, self.label_key = image_key, pred_key, label_key
         self.output_dir, self.postfix, self.source_key = output_dir, postfix, source_key
+        self.display_channel = display_channel
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         image, pred = _as_numpy(d[self.image_key]), _as_numpy(d[self.pred_key])
+        if self.display_channel is not None:
+            image = image[self.display_channel : self.display_channel + 1]
         if image.shape[1:] != pred.shape[1:]:
             raise ValueError(
                 f"overlay: '{self.image_key}' {list(image.shape[1:])} and '{self.pred_key}' {list(pred.shape[1:])} "
