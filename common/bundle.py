@@ -1,11 +1,13 @@
-"""Helpers that bundle configs call to find where they are."""
+"""Helpers that bundle configs call: where the bundle is, and command-line values checked before use."""
 
 from __future__ import annotations
 
 import json
 import os
 
-__all__ = ["locate_bundle_root"]
+__all__ = ["bool_list", "locate_bundle_root"]
+
+_TRUE, _FALSE = ("true", "1"), ("false", "0")
 
 
 def _bundle_name(folder: str) -> str | None:
@@ -30,3 +32,22 @@ def locate_bundle_root(name: str) -> str:
         f"cannot find bundle '{name}' from {os.getcwd()}: looked for configs/metadata.json in "
         f"{json.dumps(candidates)}; run from the repository root or the bundle folder, or pass --bundle_root <folder>."
     )
+
+
+def bool_list(values: list | tuple, key: str) -> list[bool]:
+    """``values`` as booleans, for list-of-flag config keys overridden on the command line.
+
+    ``--key "[false, true]"`` reaches a config as the strings ``'false'``, ``'true'`` (the command line parses Python,
+    not JSON), and any non-empty string is true, which would silently switch every flag on. Accepted: booleans, 0/1 and
+    the strings true/false/1/0 in any case; anything else is a ``ValueError`` naming ``key``.
+    """
+    if isinstance(values, str) or not isinstance(values, (list, tuple)):
+        raise ValueError(f"{key} must be a list of booleans, got {values!r}.")
+    flags = []
+    for value in values:
+        text = str(value).strip().lower()
+        if isinstance(value, bool) or text in _TRUE + _FALSE:
+            flags.append(value if isinstance(value, bool) else text in _TRUE)
+        else:
+            raise ValueError(f"{key} must be a list of booleans (true/false), got {values!r}.")
+    return flags

@@ -35,7 +35,7 @@ import fire
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.bundle import ConfigParser
 from monai.data import CacheDataset, DataLoader
 from monai.engines import SupervisedTrainer
 from monai.losses import DiceCELoss
@@ -47,6 +47,7 @@ from PIL import Image
 
 from common.data.datalist import load_datalist
 from common.io import atomic_write_json, atomic_write_text
+from tools.bundle_runs import timed_run
 from tools.prepare_folder import prepare_folder
 from tools.prepare_gms import near_duplicate_groups, thumbnail
 
@@ -89,41 +90,8 @@ def _overrides(work: Path, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _workflow(configs: list[str], work: Path, **extra: Any) -> ConfigWorkflow:
-    workflow = ConfigWorkflow(
-        config_file=[str(BUNDLE / "configs" / c) for c in configs],
-        workflow_type="train",
-        logging_file=str(BUNDLE / "configs" / "logging.conf"),
-        meta_file=str(BUNDLE / "configs" / "metadata.json"),
-        **_overrides(work, **extra),
-    )
-    workflow.initialize()
-    return workflow
-
-
-def _epoch_times(trainer: Engine) -> list[float]:
-    """Record each epoch's wall time (training only: the validation handler runs after this one)."""
-    times: list[float] = []
-    trainer.add_event_handler(Events.EPOCH_STARTED, lambda _: times.append(-time.perf_counter()))
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: times.__setitem__(-1, times[-1] + time.perf_counter()))
-    return times
-
-
 def _run(configs: list[str], work: Path, **extra: Any) -> dict[str, Any]:
-    start = time.perf_counter()
-    workflow = _workflow(configs, work, **extra)
-    trainer = workflow.parser.get_parsed_content("train#trainer")
-    setup = time.perf_counter() - start
-    times = _epoch_times(trainer)
-    workflow.run()
-    workflow.finalize()
-    return {
-        "seconds": time.perf_counter() - start,
-        "setup_seconds": setup,
-        "epoch_seconds": times,
-        "epochs": trainer.state.epoch,
-        "iterations": trainer.state.iteration,
-    }
+    return timed_run(BUNDLE, configs, **_overrides(work, **extra))
 
 
 def prepare(dataset: str = "busi", work_dir: str = str(DEFAULT_WORK_DIR), seed: int = 0) -> dict[str, int]:

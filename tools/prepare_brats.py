@@ -41,14 +41,12 @@ from pathlib import Path
 from typing import Any
 
 import fire
-import nibabel as nib
-import numpy as np
 import torch
 from torch.utils.data import random_split
 
-from common.data.brats import brats_case_shape, brats_slice, read_brats_case
+from common.data.brats import brats_case_shape, brats_slice, read_brats_case, write_brats_slice
 from common.data.datalist import write_datalist
-from common.io import atomic_output, atomic_write_json
+from common.io import atomic_write_json
 from tools.dataset_output import check_size, finish_datalist, output_folders
 
 __all__ = ["PAPER_SLICES", "brats_splits", "main", "prepare_brats"]
@@ -137,13 +135,6 @@ def brats_splits(
 # writing
 
 
-def _save_nifti(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` as NIfTI with an identity affine, atomically, creating its folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as tmp:
-        nib.save(nib.Nifti1Image(array, np.eye(4)), str(tmp))
-
-
 def _cases(data: Path) -> list[Path]:
     """The ``BraTS2021_*`` case folders directly in ``data``, sorted by name."""
     cases = sorted(p for p in data.iterdir() if p.is_dir() and p.name.startswith(_CASE_PREFIX))
@@ -171,9 +162,7 @@ def _write_slices(cases: Sequence[Path], slices: Sequence[int], size: int, outpu
         volumes, seg = read_brats_case(case)
         for index in slices:
             image, label = brats_slice(volumes, seg, index, size, where=str(case))
-            name = f"{case.name}_s{index:03d}"
-            _save_nifti(output / "images" / f"{name}.nii.gz", np.moveaxis(image, 0, -1))
-            _save_nifti(output / "labels" / f"{name}.nii.gz", label)
+            write_brats_slice(output, f"{case.name}_s{index:03d}", image, label)
         if number % 50 == 0 or number == len(cases):
             logger.info("%d of %d cases written", number, len(cases))
 

@@ -39,6 +39,7 @@ from common.data.synthetic import (
     write_synthetic_dataset,
 )
 from common.data.variants import VariantSampler, expand_variants
+from common.data.volume_slices import assemble_volume, write_volume_slices
 
 __all__ = [
     "BRATS_LABELS",
@@ -51,6 +52,7 @@ __all__ = [
     "SYNTHETIC_KINDS",
     "SyntheticKind",
     "VariantSampler",
+    "assemble_volume",
     "brain_slice",
     "brain_volume",
     "brats_case_files",
@@ -73,4 +75,5 @@ __all__ = [
     "validate_fractions",
     "write_datalist",
     "write_synthetic_dataset",
+    "write_volume_slices",
 ]

@@ -19,6 +19,8 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from skimage.transform import resize
 
+from common.io import atomic_output
+
 __all__ = [
     "BRATS_MODALITIES",
     "BRATS_REGIONS",
@@ -29,6 +31,9 @@ __all__ = [
     "normalize_slice",
     "read_brats_case",
     "remap_brats_labels",
+    "restore_brats_labels",
+    "restore_slice_size",
+    "write_brats_slice",
 ]
 
 #: Modalities of a case in channel order (as the method's export: T1, T1ce, T2, FLAIR).
@@ -43,6 +48,8 @@ BRATS_REGIONS: dict[str, tuple[int, ...]] = {"WT": (1, 2, 3), "TC": (2, 3), "ET"
 _EXTENSIONS = (".nii.gz", ".nii")
 _LOOKUP = np.zeros(max(BRATS_REMAP) + 1, dtype=np.uint8)
 _LOOKUP[list(BRATS_REMAP)] = list(BRATS_REMAP.values())
+_INVERSE = np.zeros(len(BRATS_REMAP), dtype=np.uint8)
+_INVERSE[list(BRATS_REMAP.values())] = list(BRATS_REMAP)
 
 
 def remap_brats_labels(label: np.ndarray, where: str) -> np.ndarray:
@@ -59,6 +66,23 @@ def remap_brats_labels(label: np.ndarray, where: str) -> np.ndarray:
         shown = ", ".join(f"{value:g}" for value in bad[:8]) + (", ..." if bad.size > 8 else "")
         raise ValueError(f"{where}: label values {{{shown}}} are not BraTS labels (0, 1, 2, 4)")
     return _LOOKUP[label.astype(np.intp)]
+
+
+def restore_brats_labels(classes: np.ndarray, where: str) -> np.ndarray:
+    """Classes 0..3 back to raw BraTS labels {0, 1, 2, 4} as uint8 (the inverse of ``remap_brats_labels``).
+
+    For writing predictions in the layout of the BraTS ``seg`` files that viewers and evaluators expect.
+
+    Raises:
+        ValueError: any other value; the message names ``where`` and the values found.
+    """
+    classes = np.asarray(classes)
+    values = np.unique(classes)
+    bad = values[~np.isin(values, np.arange(len(_INVERSE)))]
+    if bad.size:
+        shown = ", ".join(f"{value:g}" for value in bad[:8]) + (", ..." if bad.size > 8 else "")
+        raise ValueError(f"{where}: values {{{shown}}} are not classes 0..{len(_INVERSE) - 1}")
+    return _INVERSE[classes.astype(np.intp)]
 
 
 def brats_case_files(case_dir: str | os.PathLike, require_seg: bool = True) -> dict[str, Path]:
@@ -161,18 +185,23 @@ def normalize_slice(image: np.ndarray) -> np.ndarray:
     return (image - low) / (high - low)
 
 
+def _crop_geometry(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+    """torchvision's ``Resize(size)`` + ``CenterCrop(size)`` of a ``height`` x ``width`` slice: the resized height and
+    width, then the crop's top and left offsets."""
+    new_long = int(size * max(height, width) / min(height, width))
+    new_height, new_width = (size, new_long) if height <= width else (new_long, size)
+    return new_height, new_width, round((new_height - size) / 2), round((new_width - size) / 2)
+
+
 def _resize_crop(array: np.ndarray, size: int, order: int) -> np.ndarray:
     """A ``(H, W)`` or channels-first ``(C, H, W)`` array with its shorter side resized to ``size``, centre-cropped.
 
     The output sizes and the crop offsets follow torchvision's ``Resize(size)`` and ``CenterCrop(size)``. ``order`` 1
     is anti-aliased linear interpolation, 0 nearest neighbour (no anti-aliasing, so only input values appear).
     """
-    height, width = array.shape[-2:]
-    new_long = int(size * max(height, width) / min(height, width))
-    new_height, new_width = (size, new_long) if height <= width else (new_long, size)
+    new_height, new_width, top, left = _crop_geometry(*array.shape[-2:], size)
     channels_last = np.moveaxis(array, 0, -1) if array.ndim == 3 else array  # skimage keeps trailing axes
     resized = resize(channels_last, (new_height, new_width), order=order, anti_aliasing=order > 0, preserve_range=True)
-    top, left = round((new_height - size) / 2), round((new_width - size) / 2)
     cropped = resized[top : top + size, left : left + size].astype(array.dtype)
     return np.ascontiguousarray(np.moveaxis(cropped, -1, 0) if array.ndim == 3 else cropped)
 
@@ -218,3 +247,43 @@ def brats_slice(
         return image, None
     label = remap_brats_labels(np.asarray(seg)[..., index], f"{where}, slice {index}")
     return image, _resize_crop(label, int(size), order=0)
+
+
+def restore_slice_size(label: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A ``(size, size)`` label map of a ``brats_slice`` output put back on the slice's original ``(H, W)`` grid.
+
+    Undoes the resize and centre crop of ``brats_slice`` with nearest neighbour, so only the label's values appear.
+    The border a non-square slice lost to the centre crop was never seen by the network and is background (0).
+    """
+    label = np.asarray(label)
+    if label.ndim != 2 or label.shape[0] != label.shape[1]:
+        raise ValueError(f"label must be a square (size, size) map, got shape {label.shape}")
+    size = label.shape[0]
+    new_height, new_width, top, left = _crop_geometry(*shape, size)
+    canvas = np.zeros((new_height, new_width), dtype=label.dtype)
+    canvas[top : top + size, left : left + size] = label
+    restored = resize(canvas, tuple(shape), order=0, anti_aliasing=False, preserve_range=True)
+    return restored.astype(label.dtype)
+
+
+def write_brats_slice(
+    output_dir: str | os.PathLike, name: str, image: np.ndarray, label: np.ndarray | None = None
+) -> dict[str, str]:
+    """Write one ``brats_slice`` output as the bundle reads it; return its datalist entry (paths relative).
+
+    ``images/<name>.nii.gz`` is ``(H, W, 4)`` float32 channels last (load with ``channel_dim=-1``) and
+    ``labels/<name>.nii.gz`` ``(H, W)`` uint8 (only when ``label`` is given), both with an identity affine, each
+    written atomically (folders created).
+    """
+    output = Path(output_dir)
+    entry = {"image": f"images/{name}.nii.gz"}
+    arrays = {"image": np.moveaxis(np.asarray(image, dtype=np.float32), 0, -1)}
+    if label is not None:
+        entry["label"] = f"labels/{name}.nii.gz"
+        arrays["label"] = np.asarray(label, dtype=np.uint8)
+    for key, array in arrays.items():
+        path = output / entry[key]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path) as tmp:
+            nib.save(nib.Nifti1Image(array, np.eye(4)), str(tmp))
+    return entry

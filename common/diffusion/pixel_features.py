@@ -10,6 +10,7 @@ are computed once, one batch of images at a time, and stored on disk in float16 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -56,6 +57,8 @@ class FeatureStore:
             is not ours and is an error.
         batch_size: images per forward of the DDPM.
         device: device of the extraction.
+        settings: further values the features depend on (the preprocessing's image size, for instance); they are
+            part of the manifest, so changing one rebuilds the cache.
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class FeatureStore:
         label_key: str = "label",
         batch_size: int = 4,
         device: str | torch.device = "cpu",
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         if not items:
             raise ValueError("the feature store got no labelled images (an empty datalist section).")
@@ -75,16 +79,18 @@ class FeatureStore:
         self.cache_dir = Path(cache_dir)
         self.image_key, self.label_key = image_key, label_key
         self.batch_size, self.device = max(1, int(batch_size)), device
+        self.settings = json.loads(json.dumps(dict(settings or {})))
         self._ready = False
 
     def __len__(self) -> int:
         return len(self.items)
 
     def manifest(self) -> dict[str, Any]:
-        """What the cached features depend on."""
-        names = [str(item[self.image_key]) + "|" + str(item[self.label_key]) for item in self.items]
+        """What the cached features depend on: the images' and labels' files (path, size, time), settings, DDPM."""
+        files = [_file_identity(str(item[key])) for item in self.items for key in (self.image_key, self.label_key)]
         return {
-            "items": hashlib.sha256("\n".join(names).encode()).hexdigest(),
+            "items": hashlib.sha256(json.dumps(files).encode()).hexdigest(),
+            "settings": self.settings,
             "count": len(self.items),
             "checkpoint": _file_identity(self.extractor.source),
             "blocks": self.extractor.blocks,
