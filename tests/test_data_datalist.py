@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 
 import pytest
 
 from common.data import load_datalist, pair_folder, split_extension, split_items, write_datalist
+from common.data.datalist import section_images
 from common.io import atomic_output, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 # atomic writers -------------------------------------------------------------------------------------------------------
@@ -242,3 +244,43 @@ def test_pair_masks_only_and_folder_errors(tmp_path):
     _touch(tmp_path / "empty")
     with pytest.raises(ValueError, match="holds no"):
         pair_folder(None, tmp_path / "empty")
+
+
+# section_images -------------------------------------------------------------------------------------------------------
+
+
+def test_section_images_drops_labels_and_keeps_the_order(caplog):
+    datalist = {
+        "unlabelled": [{"image": "u1.nii.gz"}, {"image": "u2.nii.gz", "label": "x"}, {"label": "only.png"}],
+        "extra": [{"image": "e1.png", "label": "e1_mask.png"}],
+        "training": [{"image": "t1.png", "label": "t1_mask.png"}],
+    }
+    with caplog.at_level(logging.WARNING, logger="common.data.datalist"):
+        assert section_images(datalist) == [{"image": "u1.nii.gz"}, {"image": "u2.nii.gz"}]
+        assert section_images(datalist, sections=("extra", "unlabelled", "missing")) == [
+            {"image": "e1.png"},
+            {"image": "u1.nii.gz"},
+            {"image": "u2.nii.gz"},
+        ]
+    assert not caplog.records, "no fallback, no warning"
+    assert section_images(datalist, sections=("extra",), key="label") == [{"label": "e1_mask.png"}]
+
+
+def test_section_images_falls_back_with_a_warning(caplog):
+    datalist = {
+        "training": [{"image": "t1.png", "label": "t1_mask.png"}],
+        "validation": [{"image": "v1.png", "label": "v1_mask.png"}],
+        "test": [{"image": "s1.png", "label": "s1_mask.png"}],
+    }
+    with caplog.at_level(logging.WARNING, logger="common.data.datalist"):
+        assert section_images(datalist) == [{"image": "t1.png"}, {"image": "v1.png"}]
+    assert "no section ['unlabelled']" in caplog.text and "['training', 'validation']" in caplog.text
+
+
+def test_section_images_errors_name_the_sections():
+    with pytest.raises(
+        ValueError, match=r"none of the sections \['unlabelled'\].*\['training', 'validation'\].*\['test'\]"
+    ):
+        section_images({"test": [{"image": "s1.png"}]})
+    with pytest.raises(ValueError, match=r"\['unlabelled'\] hold no 'image' entries"):
+        section_images({"unlabelled": [{"label": "a.png"}], "training": [{"image": "t1.png"}]})

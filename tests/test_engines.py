@@ -1,4 +1,4 @@
-"""Tests of common.engines: atomic checkpoints, resuming and gradient clipping."""
+"""Tests of common.engines: atomic checkpoints, resuming, gradient clipping and the iteration loss."""
 
 from __future__ import annotations
 
@@ -8,11 +8,18 @@ import re
 import pytest
 import torch
 from ignite.engine import Engine, Events
+from ignite.metrics import Average
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from torch import nn
 
-from common.engines import AtomicCheckpointSaver, ClipGradNorm, ResumeFromCheckpoint, latest_checkpoint
+from common.engines import (
+    AtomicCheckpointSaver,
+    ClipGradNorm,
+    ResumeFromCheckpoint,
+    iteration_loss,
+    latest_checkpoint,
+)
 
 DATA = [0, 1, 2]  # three iterations per epoch
 
@@ -254,3 +261,40 @@ def test_clip_grad_norm_changes_the_update():
 def test_clip_grad_norm_rejects_negative():
     with pytest.raises(ValueError, match="max_norm"):
         ClipGradNorm(-1.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# iteration_loss
+
+
+def test_iteration_loss_of_a_batch_and_of_a_decollated_batch():
+    loss = torch.tensor(0.25, requires_grad=True) * 2
+    value = iteration_loss({"loss": loss, "pred": torch.zeros(2)})
+    assert value.item() == 0.5 and not value.requires_grad
+    decollated = [{"loss": 0.5, "pred": torch.zeros(1)}, {"loss": 0.5, "pred": torch.ones(1)}]
+    assert iteration_loss(decollated).item() == 0.5
+    assert iteration_loss(tuple(decollated)).item() == 0.5
+
+
+@pytest.mark.parametrize("decollate", [False, True])
+def test_iteration_loss_gives_an_epochs_mean_loss(decollate):
+    torch.manual_seed(0)
+    network = nn.Linear(4, 2)
+    batches = [{"image": torch.randn(3, 4), "label": torch.randn(3, 2)} for _ in range(3)]
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=batches,
+        network=network,
+        optimizer=torch.optim.SGD(network.parameters(), lr=0.1),
+        loss_function=nn.MSELoss(),
+        decollate=decollate,
+        key_train_metric={"train_loss": Average(output_transform=iteration_loss)},
+    )
+    losses: list[float] = []
+    trainer.add_event_handler(
+        IterationEvents.LOSS_COMPLETED, lambda e: losses.append(float(e.state.output["loss"].detach()))
+    )
+    trainer.run()
+    assert len(losses) == 3 and len(set(losses)) == 3
+    assert trainer.state.metrics["train_loss"] == pytest.approx(sum(losses) / 3)

@@ -12,6 +12,7 @@ from common.data.brats import (
     normalize_slice,
     read_brats_case,
     remap_brats_labels,
+    write_synthetic_brats_case,
 )
 from common.data.datalist import (
     SPLITS,
@@ -74,6 +75,7 @@ __all__ = [
     "split_items",
     "validate_fractions",
     "write_datalist",
+    "write_synthetic_brats_case",
     "write_synthetic_dataset",
     "write_volume_slices",
 ]

@@ -19,7 +19,7 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from skimage.transform import resize
 
-from common.io import atomic_output
+from common.io import atomic_output, atomic_output_dir
 
 __all__ = [
     "BRATS_MODALITIES",
@@ -34,6 +34,7 @@ __all__ = [
     "restore_brats_labels",
     "restore_slice_size",
     "write_brats_slice",
+    "write_synthetic_brats_case",
 ]
 
 #: Modalities of a case in channel order (as the method's export: T1, T1ce, T2, FLAIR).
@@ -287,3 +288,29 @@ def write_brats_slice(
         with atomic_output(path) as tmp:
             nib.save(nib.Nifti1Image(array, np.eye(4)), str(tmp))
     return entry
+
+
+def write_synthetic_brats_case(
+    folder: str | os.PathLike,
+    name: str,
+    shape: tuple[int, int, int] | list[int] = (64, 64, 24),
+    seed: int = 0,
+    affine: np.ndarray | None = None,
+) -> Path:
+    """A seeded synthetic case in the BraTS 2021 layout, ``folder/name/name_{t1,t1ce,t2,flair,seg}.nii.gz``.
+
+    Made by ``common.data.brain_volume`` (raw BraTS labels 0, 1, 2, 4), written atomically, and reused when the
+    folder exists; for running the BraTS pipeline end to end without data. Returns the case folder.
+    """
+    case = Path(folder) / name
+    if case.is_dir():
+        return case
+    from common.data.synthetic import brain_volume  # here: the synthetic module imports this one
+
+    case.parent.mkdir(parents=True, exist_ok=True)
+    volumes, seg = brain_volume(tuple(shape), seed)
+    affine = np.eye(4) if affine is None else affine
+    with atomic_output_dir(case) as tmp:
+        for key, array in (*zip(BRATS_MODALITIES, volumes, strict=True), ("seg", seg)):
+            nib.save(nib.Nifti1Image(array, affine), str(tmp / f"{name}_{key}.nii.gz"))
+    return case

@@ -36,10 +36,10 @@ from common.data.brats import (
     restore_brats_labels,
     restore_slice_size,
     write_brats_slice,
+    write_synthetic_brats_case,
 )
 from common.data.datalist import write_datalist
-from common.data.synthetic import brain_volume
-from common.io import atomic_output, atomic_output_dir, split_extension
+from common.io import atomic_output, split_extension
 
 __all__ = ["assemble_volume", "predict_slices", "volume_inputs", "write_volume_slices"]
 
@@ -225,18 +225,15 @@ def _write_synthetic_case(folder: Path, shape: Sequence[int], seed: int) -> tupl
     Written once, atomically, and reused; returns the case folder, the partial label file and its annotated slices.
     """
     name = f"synthetic_brats_{'x'.join(str(n) for n in shape)}_seed{seed}"
-    case, label_path = folder / name, folder / f"{name}_partial_seg.nii.gz"
-    volumes, seg = brain_volume(shape, seed)
+    label_path = folder / f"{name}_partial_seg.nii.gz"
+    case = write_synthetic_brats_case(folder, name, shape, seed, affine=_SYNTHETIC_AFFINE)
+    seg = np.asanyarray(nib.load(str(case / f"{name}_seg.nii.gz")).dataobj)
     tumour = np.flatnonzero(np.any(seg != 0, axis=(0, 1)))
     picks = np.linspace(0, len(tumour) - 1, _SYNTHETIC_ANNOTATED + 2).round().astype(int)[1:-1]
     annotated = [int(tumour[i]) for i in picks]
-    if not (case.is_dir() and label_path.is_file()):
-        folder.mkdir(parents=True, exist_ok=True)
+    if not label_path.is_file():
         partial = np.zeros_like(seg)
         partial[..., annotated] = seg[..., annotated]
-        with atomic_output_dir(case) as tmp:
-            for key, array in (*zip(BRATS_MODALITIES, volumes, strict=True), ("seg", seg)):
-                nib.save(nib.Nifti1Image(array, _SYNTHETIC_AFFINE), str(tmp / f"{name}_{key}.nii.gz"))
         with atomic_output(label_path) as tmp:
             nib.save(nib.Nifti1Image(partial, _SYNTHETIC_AFFINE), str(tmp))
     return case, label_path, annotated
