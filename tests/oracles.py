@@ -97,3 +97,20 @@ def tiny_diffusers_vae(seed: int = 0) -> torch.nn.Module:
         for parameter in vae.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
     return vae
+
+
+def tiny_ddpm_unet(seed: int = 0, channels: tuple[int, ...] = (8, 8, 16)) -> torch.nn.Module:
+    """A seeded 3-level MONAI ``DiffusionModelUNet`` (2 channels, attention on the middle level) for fast tests."""
+    from monai.networks.nets import DiffusionModelUNet
+
+    torch.manual_seed(seed)
+    return DiffusionModelUNet(
+        spatial_dims=2,
+        in_channels=2,
+        out_channels=2,
+        channels=channels,
+        attention_levels=(False, True, False),
+        num_res_blocks=1,
+        num_head_channels=8,
+        norm_num_groups=4,
+    )

@@ -9,20 +9,7 @@ from monai.networks.schedulers import DDPMScheduler
 from torch import nn
 
 from common.diffusion import DenoiserSegmentationNetwork, fixed_noise
-
-
-def _unet(seed: int = 0, channels: tuple[int, ...] = (8, 8, 16)) -> DiffusionModelUNet:
-    torch.manual_seed(seed)
-    return DiffusionModelUNet(
-        spatial_dims=2,
-        in_channels=2,
-        out_channels=2,
-        channels=channels,
-        attention_levels=(False, True, False),
-        num_res_blocks=1,
-        num_head_channels=8,
-        norm_num_groups=4,
-    )
+from tests.oracles import tiny_ddpm_unet
 
 
 def _scheduler() -> DDPMScheduler:
@@ -31,7 +18,7 @@ def _scheduler() -> DDPMScheduler:
 
 def _network(unet: DiffusionModelUNet | None = None, **kwargs: object) -> DenoiserSegmentationNetwork:
     kwargs = {"num_classes": 3, "timestep": 20, **kwargs}
-    return DenoiserSegmentationNetwork(unet if unet is not None else _unet(), _scheduler(), **kwargs)
+    return DenoiserSegmentationNetwork(unet if unet is not None else tiny_ddpm_unet(), _scheduler(), **kwargs)
 
 
 def _randomise_head(network: DenoiserSegmentationNetwork) -> nn.Conv2d:
@@ -89,11 +76,11 @@ def test_eval_is_seeded_and_training_draws_fresh_noise() -> None:
 
 
 def test_load_ddpm_restores_the_ddpm_and_keeps_the_head(tmp_path) -> None:
-    trained = _unet(seed=1)
+    trained = tiny_ddpm_unet(seed=1)
     path = tmp_path / "ddpm.pt"
-    torch.save({"ema": trained.state_dict(), "model": _unet(seed=2).state_dict()}, path)
+    torch.save({"ema": trained.state_dict(), "model": tiny_ddpm_unet(seed=2).state_dict()}, path)
     expected = {k: v.clone() for k, v in trained.state_dict().items() if not k.startswith("out.")}
-    network = _network(_unet(seed=3))
+    network = _network(tiny_ddpm_unet(seed=3))
     head = _randomise_head(network)
     head_weight = head.weight.detach().clone()
     network.load_ddpm(str(path))
@@ -107,7 +94,7 @@ def test_load_ddpm_errors(tmp_path) -> None:
     network = _network()
     with pytest.raises(FileNotFoundError, match="ddpm_path"):
         network.load_ddpm(str(tmp_path / "none.pt"))
-    torch.save(_unet(channels=(16, 16, 32)).state_dict(), tmp_path / "wide.pt")
+    torch.save(tiny_ddpm_unet(channels=(16, 16, 32)).state_dict(), tmp_path / "wide.pt")
     with pytest.raises(ValueError, match=r"'conv_in\.conv\.weight' has shape \(16, 2, 3, 3\)"):
         network.load_ddpm(str(tmp_path / "wide.pt"))
     assert isinstance(network.unet.out[0], nn.SiLU), "the head is back after a failed load"

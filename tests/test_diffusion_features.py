@@ -10,21 +10,7 @@ from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler
 
 from common.diffusion import DiffusionFeatureExtractor, decoder_blocks, fixed_noise
-
-
-def _unet(channels: tuple[int, ...] = (8, 8, 16), seed: int = 0) -> DiffusionModelUNet:
-    """Three levels (16, 8, 8 channels from the deepest), attention at the middle one, one residual block a level."""
-    torch.manual_seed(seed)
-    return DiffusionModelUNet(
-        spatial_dims=2,
-        in_channels=2,
-        out_channels=2,
-        channels=channels,
-        attention_levels=(False, True, False),
-        num_res_blocks=1,
-        num_head_channels=8,
-        norm_num_groups=4,
-    )
+from tests.oracles import tiny_ddpm_unet
 
 
 def _paper_unet() -> DiffusionModelUNet:
@@ -47,7 +33,7 @@ def _scheduler(steps: int = 100) -> DDPMScheduler:
 
 def _extractor(network: DiffusionModelUNet | None = None, **kwargs: object) -> DiffusionFeatureExtractor:
     kwargs = {"blocks": (2, 5), "timesteps": (10,), **kwargs}
-    return DiffusionFeatureExtractor(network if network is not None else _unet(), _scheduler(), **kwargs)
+    return DiffusionFeatureExtractor(network if network is not None else tiny_ddpm_unet(), _scheduler(), **kwargs)
 
 
 def _images(batch: int = 2, size: int = 16) -> torch.Tensor:
@@ -74,12 +60,12 @@ def _block_outputs(unet: DiffusionModelUNet, size: int = 16) -> list[torch.Tenso
 
 
 def test_decoder_has_levels_times_res_blocks_plus_one_blocks() -> None:
-    assert len(decoder_blocks(_unet())) == 3 * (1 + 1)
+    assert len(decoder_blocks(tiny_ddpm_unet())) == 3 * (1 + 1)
     assert len(decoder_blocks(_paper_unet())) == 6 * (3 + 1) == 24
 
 
 def test_block_modules_follow_improved_diffusion_numbering() -> None:
-    unet = _unet()
+    unet = tiny_ddpm_unet()
     deepest, attention_level, top = unet.up_blocks
     assert decoder_blocks(unet) == [
         deepest.resnets[0],
@@ -92,14 +78,14 @@ def test_block_modules_follow_improved_diffusion_numbering() -> None:
 
 
 def test_block_outputs_have_the_channels_and_sizes_of_their_level() -> None:
-    shapes = [tuple(out.shape[1:]) for out in _block_outputs(_unet())]
+    shapes = [tuple(out.shape[1:]) for out in _block_outputs(tiny_ddpm_unet())]
     # levels from the deepest: 16 channels at 4x4, 8 at 8x8 (attention), 8 at 16x16; an up-sampler doubles the size
     assert shapes == [(16, 4, 4), (16, 8, 8), (8, 8, 8), (8, 16, 16), (8, 16, 16), (8, 16, 16)]
 
 
 def test_each_block_output_is_what_the_next_block_or_the_output_layer_receives() -> None:
     """improved-diffusion's ``output_blocks[i]`` output is the input of block i + 1 (before its skip is appended)."""
-    unet = _unet()
+    unet = tiny_ddpm_unet()
     resnets = [resnet for level in unet.up_blocks for resnet in level.resnets]
     inputs: dict[int, torch.Tensor] = {}
     handles = [
@@ -137,7 +123,7 @@ def test_output_shape_and_num_features() -> None:
 
 
 def test_features_are_the_block_outputs_of_the_noised_image_upsampled() -> None:
-    unet, scheduler = _unet(), _scheduler()
+    unet, scheduler = tiny_ddpm_unet(), _scheduler()
     images = _images(1)
     features = DiffusionFeatureExtractor(unet, scheduler, blocks=(1,), timesteps=(30,), seed=5)(images)
     t = torch.tensor([30])
@@ -152,7 +138,7 @@ def test_features_are_the_block_outputs_of_the_noised_image_upsampled() -> None:
 
 
 def test_order_is_timestep_by_timestep_then_blocks_as_given() -> None:
-    unet, images = _unet(), _images()
+    unet, images = tiny_ddpm_unet(), _images()
     blocks, timesteps = (5, 0, 2), (60, 10)
     features = _extractor(unet, blocks=blocks, timesteps=timesteps, seed=3)(images)
     parts = []
@@ -172,7 +158,7 @@ def test_an_image_does_not_depend_on_the_rest_of_its_batch() -> None:
 
 
 def test_noise_is_seeded() -> None:
-    unet, images = _unet(), _images()
+    unet, images = tiny_ddpm_unet(), _images()
     first = _extractor(unet, seed=1)(images)
     assert torch.equal(first, _extractor(unet, seed=1)(images))
     assert torch.equal(first, _extractor(unet, seed=1)(images)), "a second call draws the same noise"
@@ -180,7 +166,7 @@ def test_noise_is_seeded() -> None:
 
 
 def test_feature_dtype() -> None:
-    unet, images = _unet(), _images()
+    unet, images = tiny_ddpm_unet(), _images()
     half = _extractor(unet, feature_dtype=torch.float16)(images)
     assert half.dtype == torch.float16
     torch.testing.assert_close(half, _extractor(unet)(images).half())
@@ -236,10 +222,10 @@ def test_paper_network_blocks_16_to_18_give_192_features_at_half_resolution() ->
 
 
 def test_checkpoint_loads_ema_weights_at_the_first_forward(tmp_path) -> None:
-    ema, other = _unet(seed=1), _unet(seed=2)
+    ema, other = tiny_ddpm_unet(seed=1), tiny_ddpm_unet(seed=2)
     path = tmp_path / "ddpm.pt"
     torch.save({"ema": ema.state_dict(), "model": other.state_dict()}, path)
-    network = _unet(seed=3)
+    network = tiny_ddpm_unet(seed=3)
     before = {k: v.clone() for k, v in network.state_dict().items()}
     extractor = _extractor(network, checkpoint=str(path))
     assert all(torch.equal(v, before[k]) for k, v in network.state_dict().items()), "nothing loaded before use"
@@ -251,11 +237,13 @@ def test_checkpoint_loads_ema_weights_at_the_first_forward(tmp_path) -> None:
 
 
 def test_checkpoint_of_raw_state_dict(tmp_path) -> None:
-    trained = _unet(seed=1)
+    trained = tiny_ddpm_unet(seed=1)
     path = tmp_path / "ddpm.pt"
     torch.save(trained.state_dict(), path)
     images = _images()
-    torch.testing.assert_close(_extractor(_unet(seed=3), checkpoint=str(path))(images), _extractor(trained)(images))
+    torch.testing.assert_close(
+        _extractor(tiny_ddpm_unet(seed=3), checkpoint=str(path))(images), _extractor(trained)(images)
+    )
 
 
 def test_missing_checkpoint_names_its_config_key(tmp_path) -> None:
@@ -266,7 +254,7 @@ def test_missing_checkpoint_names_its_config_key(tmp_path) -> None:
 
 def test_checkpoint_of_another_width_names_the_weight_and_both_shapes(tmp_path) -> None:
     path = tmp_path / "wide.pt"
-    torch.save({"ema": _unet(channels=(16, 16, 32)).state_dict()}, path)
+    torch.save({"ema": tiny_ddpm_unet(channels=(16, 16, 32)).state_dict()}, path)
     extractor = _extractor(checkpoint=str(path))
     with pytest.raises(ValueError, match=r"'conv_in\.conv\.weight' has shape \(16, 2, 3, 3\).*\(8, 2, 3, 3\)"):
         extractor(_images())
