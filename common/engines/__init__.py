@@ -1,5 +1,5 @@
 """Engine pieces: atomic checkpoints, resuming, gradient clipping, weight EMA, diffusion training steps, latent
-segmentation and autoencoder training."""
+segmentation, autoencoder training and the losses of OASIS label-to-image synthesis."""
 
 from .autoencoder_training import (
     DiscriminatorAdversarialLoss,
@@ -10,7 +10,7 @@ from .autoencoder_training import (
 )
 from .checkpoint import AtomicCheckpointSaver, CheckedCheckpointLoader, ResumeFromCheckpoint, latest_checkpoint
 from .diffusion_training import DiffusionPrepareBatchd, DiffusionTrainingInferer
-from .ema import ExponentialMovingAverage
+from .ema import ExponentialMovingAverage, refresh_batchnorm_statistics
 from .handlers import ClipGradNorm, iteration_loss
 from .latent_segmentation import (
     EncodeLatentsd,
@@ -19,6 +19,19 @@ from .latent_segmentation import (
     LatentSegmentationLoss,
     MaskLatentCodec,
     MaskReconstructionInferer,
+)
+from .oasis_losses import (
+    LabelMixLoss,
+    OASISDiscriminatorLoss,
+    OASISGeneratorLoss,
+    ShapeConsistencyLoss,
+    class_balanced_weights,
+    label_mix,
+    n_plus_one_targets,
+    nonsaturating_discriminator_loss,
+    nonsaturating_generator_loss,
+    oasis_cross_entropy,
+    r1_penalty,
 )
 
 __all__ = [
@@ -33,13 +46,25 @@ __all__ = [
     "GeneratorAdversarialLoss",
     "ImageAndMaskBatch",
     "KLReconstructionLoss",
+    "LabelMixLoss",
     "LatentPrepareBatch",
     "LatentSegmentationInferer",
     "LatentSegmentationLoss",
     "MaskLatentCodec",
     "MaskReconstructionInferer",
+    "OASISDiscriminatorLoss",
+    "OASISGeneratorLoss",
     "PosteriorSampleInferer",
     "ResumeFromCheckpoint",
+    "ShapeConsistencyLoss",
+    "class_balanced_weights",
     "iteration_loss",
+    "label_mix",
     "latest_checkpoint",
+    "n_plus_one_targets",
+    "nonsaturating_discriminator_loss",
+    "nonsaturating_generator_loss",
+    "oasis_cross_entropy",
+    "r1_penalty",
+    "refresh_batchnorm_statistics",
 ]

@@ -1,16 +1,18 @@
-"""Exponential moving average (EMA) of a network's weights, as an ignite handler (MONAI has none)."""
+"""Exponential moving average (EMA) of a network's weights, as an ignite handler (MONAI has none), and the
+re-estimation of BatchNorm statistics that an averaged network needs before it is evaluated."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from copy import deepcopy
+from itertools import islice
 from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
-__all__ = ["ExponentialMovingAverage"]
+__all__ = ["ExponentialMovingAverage", "refresh_batchnorm_statistics"]
 
 
 def _unwrap(network: nn.Module) -> nn.Module:
@@ -99,3 +101,73 @@ class ExponentialMovingAverage:
             )
         self.ema_network.load_state_dict(weights, strict=True)
         self.num_updates = int(state_dict["num_updates"])
+
+
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+@torch.no_grad()
+def refresh_batchnorm_statistics(
+    network: nn.Module,
+    batches: Iterable[Any],
+    num_batches: int = 50,
+    prepare_batch: Callable[[Any], torch.Tensor | Sequence[torch.Tensor]] | None = None,
+) -> int:
+    """Re-estimate the BatchNorm running statistics of ``network`` from up to ``num_batches`` forward passes.
+
+    Averaging weights does not average BatchNorm statistics: an EMA network evaluated with its (copied) running
+    statistics gives poor images, so OASIS runs its EMA generator on 50 training batches in train mode before every
+    evaluation or save (OASIS issue #21). Here the running statistics are reset and re-estimated as the plain
+    average over the batches (``momentum=None`` during the passes, as ``torch.optim.swa_utils.update_bn``), under
+    ``no_grad``, with the whole network in train mode (dropout active, spectral norm's power iteration refining its
+    vectors for the averaged weights); momenta and every module's train/eval mode are restored afterwards.
+
+    With ``ExponentialMovingAverage``, call it on ``ema.ema_network`` right before evaluating or saving: the next
+    ``update`` copies the trained network's buffers, BatchNorm statistics included, back into the EMA.
+
+    Args:
+        network: the network (a ``DistributedDataParallel`` wrapper is unwrapped).
+        batches: an iterable of network inputs, e.g. a data loader.
+        num_batches: how many batches to use at most.
+        prepare_batch: turns an item of ``batches`` into the network's input (a tensor, or a sequence of positional
+            arguments), e.g. a one-hot label map on the network's device; by default the item itself.
+
+    Returns:
+        The number of batches used.
+    """
+    if int(num_batches) != num_batches or num_batches < 1:
+        raise ValueError(f"num_batches must be a positive integer, got {num_batches}.")
+    network = _unwrap(network)
+    norms = [m for m in network.modules() if isinstance(m, _BATCH_NORMS) and m.track_running_stats]
+    if not norms:
+        return 0
+    momenta = [m.momentum for m in norms]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
+    modes = [(m, m.training) for m in network.modules()]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    network.train()
+    used = 0
+    try:
+        for batch in islice(batches, int(num_batches)):
+            inputs = prepare_batch(batch) if prepare_batch is not None else batch
+            if isinstance(inputs, torch.Tensor):
+                network(inputs)
+            else:
+                network(*inputs)
+            used += 1
+        if used == 0:
+            raise ValueError("refresh_batchnorm_statistics got no batches to estimate the BatchNorm statistics from.")
+    except BaseException:
+        for norm, (mean, var, count) in zip(norms, saved, strict=True):  # leave the statistics as they were
+            norm.running_mean.copy_(mean)
+            norm.running_var.copy_(var)
+            norm.num_batches_tracked.copy_(count)
+        raise
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+        for module, training in modes:
+            module.training = training
+    return used
