@@ -15,6 +15,7 @@ from torch import nn
 
 from common.engines import (
     AtomicCheckpointSaver,
+    CheckedCheckpointLoader,
     ClipGradNorm,
     ResumeFromCheckpoint,
     iteration_loss,
@@ -298,3 +299,11 @@ def test_iteration_loss_gives_an_epochs_mean_loss(decollate):
     trainer.run()
     assert len(losses) == 3 and len(set(losses)) == 3
     assert trainer.state.metrics["train_loss"] == pytest.approx(sum(losses) / 3)
+
+
+def test_checked_loader_names_the_file_and_key_when_the_network_does_not_fit(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"model": torch.nn.Linear(2, 2).state_dict()}, path)
+    loader = CheckedCheckpointLoader(str(path), {"model": torch.nn.Linear(3, 2)}, config_key="ckpt_dir")
+    with pytest.raises(ValueError, match=r"model\.pt.*'ckpt_dir'.*does not fit the configured network.*weight"):
+        loader(Engine(lambda engine, batch: None))

@@ -177,4 +177,14 @@ class CheckedCheckpointLoader(CheckpointLoader):
                 f"checkpoint '{self.load_path}' does not exist (config key '{self.config_key}'): train the bundle "
                 f"first (python -m monai.bundle run training ...) or pass --{self.config_key} <folder with model.pt>."
             )
-        super().__call__(engine)
+        try:
+            super().__call__(engine)
+        except RuntimeError as err:
+            if "state_dict" not in str(err):
+                raise
+            first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+            raise ValueError(
+                f"checkpoint '{self.load_path}' (config key '{self.config_key}') does not fit the configured network: "
+                f"{first[:300]} Do the network's size keys (widths, ensemble size, classes) match the run that wrote "
+                "it? Pass the same overrides as in training."
+            ) from err
