@@ -1,4 +1,5 @@
-"""Image-synthesis metrics for MONAI evaluators: SSIM, PSNR, RMSE per image; FID, LPIPS and a domain Fréchet distance.
+"""Image-synthesis metrics for MONAI evaluators: SSIM, PSNR, RMSE per image; FID, LPIPS, a domain Fréchet distance
+and the mIoU of a segmentation network on the generated images.
 
 Every handler here is an ignite metric (a MONAI ``IgniteMetricHandler``) for a MONAI evaluator's
 ``key_val_metric``/``additional_metrics``, fed ``(y_pred, y)`` = (generated images, real images) by its
@@ -18,6 +19,10 @@ Every handler here is an ignite metric (a MONAI ``IgniteMetricHandler``) for a M
 * :class:`DomainFrechetDistance` is the Fréchet distance of features of a segmentation network trained on the real
   data (its encoder, a layer chosen by name). It says whether the synthetic images look like the real ones *to that
   network*; its values are not comparable to published FID values, nor across networks.
+* :class:`SegmentationMeanIoU` is fed ``(y_pred, y)`` = (generated images, the label maps they were made from), e.g.
+  ``from_engine(["pred", "image"])``: the mIoU of a segmentation network trained on the real pairs, applied to the
+  generated images, says how faithful they are to their label maps. It shares ``segmenter_weights`` (and its one
+  skip warning) with :class:`DomainFrechetDistance`.
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ from typing import Any
 
 import torch
 from monai.handlers import IgniteMetricHandler
-from monai.metrics import Cumulative, PSNRMetric, RMSEMetric, SSIMMetric
+from monai.metrics import Cumulative, PSNRMetric, RMSEMetric, SSIMMetric, get_confusion_matrix
 from monai.metrics.fid import get_fid_score
 from monai.metrics.regression import RegressionMetric
+from monai.networks.utils import one_hot
 from monai.utils import MetricReduction
 from torch import nn
 
@@ -49,11 +55,14 @@ __all__ = [
     "FrechetDistanceMetric",
     "FrechetInceptionDistance",
     "LPIPSMetric",
+    "SegmentationIoUMetric",
+    "SegmentationMeanIoU",
     "optional_weights",
     "to_unit_range",
 ]
 
 _WARNED: set[str] = set()  # the config keys (comma-joined) whose skip warning this run has given
+_SEGMENTER_METRICS = "Every metric of the segmentation network (domain Fréchet distance, mIoU)"
 
 
 def to_unit_range(image: torch.Tensor, input_range: Sequence[float] = (-1.0, 1.0), clip: bool = True) -> torch.Tensor:
@@ -109,11 +118,14 @@ def optional_weights(paths: Mapping[str, str | os.PathLike | None], what: str) -
 
 
 class _UnitRangeHandler(IgniteMetricHandler):
-    """An ``IgniteMetricHandler`` that maps both images from ``input_range`` onto [0, 1] before its metric.
+    """An ``IgniteMetricHandler`` that maps the images from ``input_range`` onto [0, 1] before its metric.
 
-    ``skipped`` handlers (a feature network without weights) attach nothing, so the metric never appears in
-    ``engine.state.metrics``.
+    Both ``y_pred`` and ``y`` are images, unless ``targets_are_images`` is False (``y`` are label maps, passed on
+    unchanged). ``skipped`` handlers (a feature network without weights) attach nothing, so the metric never appears
+    in ``engine.state.metrics``.
     """
+
+    targets_are_images: bool = True
 
     def __init__(
         self,
@@ -134,10 +146,11 @@ class _UnitRangeHandler(IgniteMetricHandler):
         return to_unit_range(images, self.input_range)
 
     def update(self, output: Sequence[torch.Tensor]) -> None:
-        """Convert ``(y_pred, y)`` to [0, 1] and pass them to the metric."""
+        """Convert ``(y_pred, y)`` (``y`` only if it holds images) to [0, 1] and pass them to the metric."""
         if len(output) != 2:
             raise ValueError(f"output must be (y_pred, y), got {len(output)} items.")
-        super().update((self._unit(output[0]), self._unit(output[1])))
+        y_pred, y = output
+        super().update((self._unit(y_pred), self._unit(y) if self.targets_are_images else y))
 
     def attach(self, engine: Any, name: str) -> None:  # type: ignore[override]
         """Attach to ``engine`` under ``name``, unless the metric is skipped."""
@@ -204,6 +217,34 @@ class RMSE(_UnitRangeHandler):
 # Fréchet distances
 
 
+def _batch(images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """A batch as it is, or a list of channel-first images (a decollated batch) stacked into one."""
+    return torch.stack(list(images)) if isinstance(images, (list, tuple)) else torch.as_tensor(images)
+
+
+def _evaluate(network: nn.Module, images: torch.Tensor) -> Any:
+    """``network(images)`` in eval mode and without gradients; the network is put back in its previous mode."""
+    was_training = network.training
+    try:
+        network.eval()
+        with torch.no_grad():
+            return network(images)
+    finally:
+        network.train(was_training)
+
+
+def _segmenter_ready(network: nn.Module, weights: str | None, weights_key: str, checkpoint_keys: Sequence[str]) -> bool:
+    """Whether a segmentation network's metric can run: ``weights`` None (the network as given) or a file, whose
+    weights are then loaded into ``network``; False, after one warning naming ``weights_key``, if it is empty or
+    missing."""
+    if weights is None:
+        return True
+    paths = optional_weights({weights_key: weights}, _SEGMENTER_METRICS)
+    if paths:
+        load_network_weights(network, paths[weights_key], keys=tuple(checkpoint_keys), config_key=weights_key)
+    return paths is not None
+
+
 class EncoderFeatures(nn.Module):
     """Features of one layer of a network, averaged over space: images -> ``(B, C)``.
 
@@ -232,13 +273,9 @@ class EncoderFeatures(nn.Module):
             hook = self.network.get_submodule(self.layer).register_forward_hook(
                 lambda _module, _inputs, output: captured.append(output)
             )
-        was_training = self.network.training
         try:
-            self.network.eval()
-            with torch.no_grad():
-                output = self.network(images)
+            output = _evaluate(self.network, images)
         finally:
-            self.network.train(was_training)
             if hook is not None:
                 hook.remove()
         features = captured[0] if captured else output
@@ -264,7 +301,7 @@ class FrechetDistanceMetric(Cumulative):
         """``(B, F)`` features of a batch (or of a list of channel-first images)."""
         if self.feature_network is None:
             raise RuntimeError("this Fréchet distance is skipped (no feature network weights) and cannot be computed")
-        batch = torch.stack(list(images)) if isinstance(images, (list, tuple)) else images
+        batch = _batch(images)
         parameter = next(self.feature_network.parameters(), None)
         if parameter is not None:
             batch = batch.to(parameter.device)
@@ -362,13 +399,136 @@ class DomainFrechetDistance(FrechetDistance):
         checkpoint_keys: Sequence[str] = ("model", "network"),
     ) -> None:
         features = EncoderFeatures(network, layer)
-        if weights is not None:
-            paths = optional_weights({weights_key: weights}, "The domain Fréchet distance (segmentation network)")
-            if paths:
-                load_network_weights(network, paths[weights_key], keys=tuple(checkpoint_keys), config_key=weights_key)
-            else:
-                features = None
-        super().__init__(features, input_range, output_transform)
+        ready = _segmenter_ready(network, weights, weights_key, checkpoint_keys)
+        super().__init__(features if ready else None, input_range, output_transform)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# mIoU of a segmentation network on the generated images
+
+
+class SegmentationIoUMetric(Cumulative):
+    """Dataset-level mean IoU of a segmentation network's predictions on images against their label maps.
+
+    Each call segments the images ``y_pred`` (``(B, C, H, W)`` in [0, 1], or a list of channel-first images) with
+    ``network`` (eval mode, no gradients, on the network's device; it outputs logits ``(B, num_classes, H, W)``),
+    takes the argmax, and buffers each image's per-class true positives, false positives and false negatives against
+    the label maps ``y`` (MONAI ``get_confusion_matrix``, background included). :meth:`aggregate` gives the standard
+    semantic-segmentation mIoU, as OASIS reports it: per class, IoU = sum TP / sum (TP + FP + FN) over all images,
+    then the mean over the classes that occur (in labels or predictions); not the mean of per-image IoUs.
+
+    Args:
+        network: the segmentation network; None means skipped (calling raises).
+        num_classes: every class, background included (at least 2).
+    """
+
+    def __init__(self, network: nn.Module | None, num_classes: int) -> None:
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(
+                f"num_classes must be an integer >= 2 (every class, background included), got {num_classes!r}"
+            )
+        self.network = network
+        self.num_classes = num_classes
+
+    def _one_hot_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Label maps, integer ``(B, 1, H, W)`` or one-hot ``(B, num_classes, H, W)``, as a float one-hot."""
+        labels = labels.detach().cpu()
+        if labels.ndim < 3 or labels.shape[1] not in (1, self.num_classes):
+            raise ValueError(
+                f"label maps must be integer (B, 1, H, W) or one-hot (B, num_classes={self.num_classes}, H, W), "
+                f"got shape {list(labels.shape)}"
+            )
+        if labels.shape[1] == 1:
+            bad = labels[(labels < 0) | (labels >= self.num_classes) | (labels != labels.round())]
+            if bad.numel():
+                raise ValueError(
+                    f"label maps must hold integer classes 0 .. {self.num_classes - 1} (num_classes="
+                    f"{self.num_classes}), got the value {bad[0].item()}"
+                )
+            return one_hot(labels.long(), self.num_classes).float()
+        if not (((labels == 0) | (labels == 1)).all() and (labels.sum(dim=1) == 1).all()):
+            raise ValueError(
+                f"one-hot label maps (B, num_classes={self.num_classes}, H, W) must hold 0/1 with exactly one class "
+                "per pixel"
+            )
+        return labels.float()
+
+    def __call__(self, y_pred: torch.Tensor | Sequence[torch.Tensor], y: torch.Tensor | Sequence[torch.Tensor]) -> None:
+        if self.network is None:
+            raise RuntimeError("this mIoU is skipped (no segmentation network weights) and cannot be computed")
+        labels = self._one_hot_labels(_batch(y))
+        images = _batch(y_pred).float()
+        parameter = next(self.network.parameters(), None)
+        logits = _evaluate(self.network, images if parameter is None else images.to(parameter.device))
+        if not isinstance(logits, torch.Tensor) or logits.ndim != labels.ndim or logits.shape[1] != self.num_classes:
+            shape = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ValueError(
+                f"the segmentation network must output logits (B, num_classes={self.num_classes}, H, W), got {shape}"
+            )
+        if logits.shape[0] != labels.shape[0] or logits.shape[2:] != labels.shape[2:]:
+            raise ValueError(
+                f"the segmentation network's logits {list(logits.shape)} do not match the label maps "
+                f"{list(labels.shape)} in batch size or spatial shape"
+            )
+        prediction = one_hot(logits.detach().argmax(dim=1, keepdim=True).cpu(), self.num_classes).float()
+        self.extend(get_confusion_matrix(prediction, labels, include_background=True))
+
+    def per_class(self) -> torch.Tensor:
+        """IoU of each class over all images seen, ``(num_classes,)``; NaN for a class in neither labels nor
+        predictions."""
+        confusion = self.get_buffer()
+        if confusion is None or len(confusion) == 0:
+            raise ValueError("the mIoU has seen no images: call it with (images, label maps) first")
+        tp, fp, _, fn = confusion.double().sum(dim=0).unbind(dim=-1)
+        union = tp + fp + fn
+        return torch.where(union > 0, tp / union.clamp(min=1), torch.nan).float()
+
+    def aggregate(self) -> torch.Tensor:
+        """The mean of :meth:`per_class` over the classes that occur (a scalar tensor)."""
+        return self.per_class().nanmean()
+
+
+class SegmentationMeanIoU(_UnitRangeHandler):
+    """mIoU of a segmentation network on the generated images against the label maps they were made from.
+
+    The network is one trained on the real (image, label map) pairs of this data set, so the value says how
+    faithful the generated images are to their label maps *for that network*. It is not comparable to the mIoU
+    published for OASIS (another segmenter, other data), nor between networks.
+
+    Args:
+        network: the segmentation network, taking [0, 1] images and giving logits ``(B, num_classes, H, W)``.
+        num_classes: every class, background included.
+        weights: None uses ``network`` as given (its weights already loaded); a path loads a checkpoint
+            (``load_network_weights``: a state dict or one under ``checkpoint_keys``); an empty or missing path skips
+            the metric with one warning naming ``weights_key``.
+        input_range: value range of the generated images, mapped onto [0, 1]; the label maps are passed unchanged.
+        output_transform: extracts ``(y_pred, y)`` = (generated images, label maps), e.g.
+            ``from_engine(["pred", "image"])``.
+        weights_key: the config key that sets ``weights``.
+        checkpoint_keys: keys of a bundle checkpoint dict that may hold the network's state dict.
+    """
+
+    targets_are_images = False
+
+    def __init__(
+        self,
+        network: nn.Module,
+        num_classes: int,
+        weights: str | None = None,
+        input_range: Sequence[float] = (0.0, 1.0),
+        output_transform: Callable = lambda x: x,
+        weights_key: str = "segmenter_weights",
+        checkpoint_keys: Sequence[str] = ("model", "network"),
+    ) -> None:
+        ready = _segmenter_ready(network, weights, weights_key, checkpoint_keys)
+        super().__init__(
+            SegmentationIoUMetric(network if ready else None, num_classes),
+            input_range,
+            output_transform,
+            save_details=False,
+            skipped=not ready,
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------------

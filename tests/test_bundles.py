@@ -40,9 +40,14 @@ def overrides_of(name: str) -> dict:
     return json.loads(path.read_text())
 
 
-def forward_args(spec: dict, batch: int) -> dict[str, torch.Tensor]:
-    """Extra network inputs besides the image (e.g. a diffusion network's timesteps), for ``batch`` samples."""
-    return {k: torch.tensor(v[:batch]) for k, v in spec.get("forward_args", {}).items()}
+def forward_args(spec: dict, batch: int, key: str = "forward_args") -> dict[str, torch.Tensor]:
+    """Extra network inputs besides the image (e.g. a diffusion network's timesteps), for ``batch`` samples.
+
+    ``export_forward_args`` (the export check, with the tiny sizes) defaults to ``forward_args``; a generator's
+    noise vector goes there, since without it two calls give different images.
+    """
+    args = spec.get(key, spec.get("forward_args", {}))
+    return {k: torch.tensor(v[:batch]) for k, v in args.items()}
 
 
 def input_fingerprint(bundle: Path) -> dict[str, str]:
@@ -210,7 +215,7 @@ class TestBundle:
         net.eval()
         scripted = torch.jit.load(str(ts_file))
         x = torch.rand(*spec["export_input_shape"])
-        extra = forward_args(spec, batch=x.shape[0])
+        extra = forward_args(spec, batch=x.shape[0], key="export_forward_args")
         with torch.no_grad():
             torch.testing.assert_close(scripted(x, **extra), net(x, **extra))
 

@@ -127,6 +127,15 @@ def test_ct_slice_hounsfield_units_and_organs():
         ct_slice(64, 0, num_organs=9)
 
 
+def test_ct_slice_windowed_is_prepared_slice_layout():
+    """The synthesis bundle's sample data looks like tools.prepare_ct_slices output: the wide window onto [0, 1]."""
+    image, label = SYNTHETIC_KINDS["ct_slice_windowed"].generate(64, np.random.default_rng(3))
+    hu, same_label = ct_slice(64, np.random.default_rng(3), num_organs=6)
+    np.testing.assert_array_equal(label, same_label)
+    np.testing.assert_allclose(image, np.clip((hu + 1000) / 2000, 0, 1), atol=1e-6)
+    assert set(np.unique(label).tolist()) == set(range(7))
+
+
 def test_polyp_frame_redder_polyp_and_dark_corners():
     image, mask = polyp_frame(64, 8)
     assert image.shape == (3, 64, 64) and image.dtype == np.float32
@@ -161,6 +170,7 @@ EXPECTED_SHAPES = {  # kind -> (size, image shape after LoadImage(ensure_channel
     "brats_slice": (64, (4, 64, 64), (1, 64, 64)),
     "brain_volume": (32, (4, 32, 32, 16), (1, 32, 32, 16)),
     "ct_slice": (64, (1, 64, 64), (1, 64, 64)),
+    "ct_slice_windowed": (64, (1, 64, 64), (1, 64, 64)),
 }
 
 

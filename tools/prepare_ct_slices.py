@@ -90,23 +90,13 @@ from skimage.transform import resize
 
 from common.data.datalist import split_items, validate_fractions
 from common.io import atomic_output, atomic_write_json, read_json
-from common.transforms.intensity import CTWindow
+from common.transforms.intensity import CT_WINDOWS, CTWindow
 from common.transforms.slices import select_slice_indices
 from tools.dataset_output import finish_datalist, output_folders, warn_empty_sections
 
 __all__ = ["CT_WINDOWS", "main", "prepare_ct_slices", "read_class_names", "remove_background", "window_range"]
 
 logger = logging.getLogger("tools.prepare_ct_slices")
-
-#: Named HU windows (lowest, highest HU): centre / width as in common radiology use.
-CT_WINDOWS: dict[str, tuple[float, float]] = {
-    "wide": (-1000.0, 1000.0),  # the default: air to dense bone
-    "soft_tissue": (-160.0, 240.0),  # L 40 / W 400, abdomen
-    "mediastinum": (-125.0, 225.0),  # L 50 / W 350
-    "lung": (-1350.0, 150.0),  # L -600 / W 1500
-    "bone": (-500.0, 1300.0),  # L 400 / W 1800
-    "brain": (0.0, 80.0),  # L 40 / W 80
-}
 
 _RADIOLOGICAL = ("P", "L", "S")  # array axes: rows to posterior, columns to the patient's left, slices to superior
 _CHANNEL = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})")

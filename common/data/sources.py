@@ -104,22 +104,28 @@ def inference_items(
     synthetic_size: int | None = None,
     seed: int = 0,
     key: str = "image",
+    source_key: str = "",
 ) -> list[dict]:
     """Items to run inference on: a datalist section, every image in ``dataset_dir``, or the synthetic data.
 
     With a datalist (given, or ``datalist.json`` in ``dataset_dir``) its ``section`` is used; without one, every image
     file directly in ``dataset_dir``. An empty ``dataset_dir`` uses the synthetic sample data's ``section``.
+    ``source_key`` names the datalist key that holds the network's input when it is not ``key`` (a synthesis
+    network's input is the label map): each item becomes ``{key: entry[source_key]}``; a plain folder's files are
+    the inputs either way.
     """
     if dataset_dir:
         _check_dataset_dir(dataset_dir)
         path = datalist_path(dataset_dir, datalist)
-        if datalist or os.path.isfile(path):
-            return load_datalist(path, section, base_dir=dataset_dir, keys=(key,), optional_keys=PATH_KEYS)
-        return folder_items(dataset_dir, key)
-    sections = resolve_datalist("", "", synthetic_kind, synthetic_dir, synthetic_num, synthetic_size, seed, keys=())
-    if section not in sections:
-        raise ValueError(f"the synthetic '{synthetic_kind}' data has no section '{section}'.")
-    return sections[section]
+        if not (datalist or os.path.isfile(path)):
+            return folder_items(dataset_dir, key)
+        entries = load_datalist(path, section, base_dir=dataset_dir, keys=(source_key or key,), optional_keys=PATH_KEYS)
+    else:
+        sections = resolve_datalist("", "", synthetic_kind, synthetic_dir, synthetic_num, synthetic_size, seed, keys=())
+        if section not in sections:
+            raise ValueError(f"the synthetic '{synthetic_kind}' data has no section '{section}'.")
+        entries = sections[section]
+    return [{key: entry[source_key]} for entry in entries] if source_key else entries
 
 
 def simulate_predictions(

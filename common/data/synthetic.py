@@ -22,6 +22,7 @@ from scipy import ndimage
 from common.data.brats import normalize_slice, remap_brats_labels
 from common.data.datalist import split_items, validate_fractions
 from common.io import atomic_output_dir, atomic_write_json, read_json
+from common.transforms.intensity import CT_WINDOWS, CTWindow
 
 __all__ = [
     "BRATS_LABELS",
@@ -605,6 +606,13 @@ def _brats_slice(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     return normalize_slice(image), remap_brats_labels(label, "synthetic brain_slice")
 
 
+def _ct_slice_windowed(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``ct_slice`` with every organ, as ``tools.prepare_ct_slices`` leaves a slice: the wide HU window onto [0, 1]."""
+    image, label = ct_slice(size, rng, num_organs=len(CT_ORGANS))
+    low, high = CT_WINDOWS["wide"]
+    return np.asarray(CTWindow(center=(low + high) / 2, width=high - low)(image)), label
+
+
 #: Dataset kinds of ``write_synthetic_dataset`` and how each is generated and stored.
 SYNTHETIC_KINDS: dict[str, SyntheticKind] = {
     "lung_mask": SyntheticKind(_sized(lambda size, rng: (None, lung_mask(size, rng) > 0), 256), ".png", True),
@@ -615,6 +623,7 @@ SYNTHETIC_KINDS: dict[str, SyntheticKind] = {
     "brats_slice": SyntheticKind(_sized(_brats_slice, 128), ".nii.gz", False),
     "brain_volume": SyntheticKind(_volume, ".nii.gz", False),
     "ct_slice": SyntheticKind(_sized(ct_slice, 256), ".nii.gz", False),
+    "ct_slice_windowed": SyntheticKind(_sized(_ct_slice_windowed, 256), ".nii.gz", False),
     "polyp": SyntheticKind(_sized(polyp_frame, 256), ".png", True),
 }
 

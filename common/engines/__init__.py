@@ -1,5 +1,5 @@
 """Engine pieces: atomic checkpoints, resuming, gradient clipping, weight EMA, diffusion training steps, latent
-segmentation, autoencoder training and the losses of OASIS label-to-image synthesis."""
+segmentation, autoencoder training and OASIS label-to-image synthesis (its losses and trainer)."""
 
 from .autoencoder_training import (
     DiscriminatorAdversarialLoss,
@@ -33,6 +33,13 @@ from .oasis_losses import (
     oasis_cross_entropy,
     r1_penalty,
 )
+from .synthesis_training import (
+    LabelToImageBatch,
+    LabelToImageInferer,
+    RefreshBatchNorm,
+    SemanticSynthesisTrainer,
+    to_onehot,
+)
 
 __all__ = [
     "AtomicCheckpointSaver",
@@ -47,6 +54,8 @@ __all__ = [
     "ImageAndMaskBatch",
     "KLReconstructionLoss",
     "LabelMixLoss",
+    "LabelToImageBatch",
+    "LabelToImageInferer",
     "LatentPrepareBatch",
     "LatentSegmentationInferer",
     "LatentSegmentationLoss",
@@ -55,7 +64,9 @@ __all__ = [
     "OASISDiscriminatorLoss",
     "OASISGeneratorLoss",
     "PosteriorSampleInferer",
+    "RefreshBatchNorm",
     "ResumeFromCheckpoint",
+    "SemanticSynthesisTrainer",
     "ShapeConsistencyLoss",
     "class_balanced_weights",
     "iteration_loss",
@@ -67,4 +78,5 @@ __all__ = [
     "oasis_cross_entropy",
     "r1_penalty",
     "refresh_batchnorm_statistics",
+    "to_onehot",
 ]

@@ -33,11 +33,15 @@ class ClipGradNorm:
         torch.nn.utils.clip_grad_norm_(engine.network.parameters(), self.max_norm)
 
 
-def iteration_loss(output: Any) -> torch.Tensor:
+def iteration_loss(output: Any) -> torch.Tensor | dict[str, torch.Tensor]:
     """The loss of a trainer iteration's output, whether the batch was decollated (a list of dicts) or not (a dict).
 
     For ignite metrics and handlers that need one number per iteration (an epoch's mean loss for a plateau
-    scheduler, for instance).
+    scheduler, for instance). A trainer with several losses (a dict of named terms, as a GAN trainer's) gives the
+    dict, which MONAI's stats handlers log term by term.
     """
     first = output[0] if isinstance(output, (list, tuple)) else output
-    return torch.as_tensor(first["loss"]).detach()
+    loss = first["loss"]
+    if isinstance(loss, dict):
+        return {name: torch.as_tensor(value).detach() for name, value in loss.items()}
+    return torch.as_tensor(loss).detach()

@@ -13,7 +13,7 @@ from .corruption import (
     RandTileDeletion,
     make_corruption,
 )
-from .image import EnsureChannelsd, EnsureMinSized
+from .image import EnsureChannelsd, EnsureMinSized, EnsureSameSpatialShaped
 from .intensity import CTWindow, CTWindowd
 from .masks import (
     CorruptMaskd,
@@ -27,7 +27,7 @@ from .masks import (
 from .sdf import MaskToSDF, MaskToSDFd, SDFSamplesToMaskd, SDFToMask, SDFToMaskd, mask_to_sdf
 from .slices import ExtractSlicesd, select_slice_indices
 from .variants import FixedVariantd
-from .writers import SaveMaskd, SaveOverlayd
+from .writers import SaveContactSheetd, SaveMaskd, SaveOverlayd, SaveSamplesd
 
 __all__ = [
     "CORRUPTION_KINDS",
@@ -40,6 +40,7 @@ __all__ = [
     "EnsureLabelMap",
     "EnsureLabelMapd",
     "EnsureMinSized",
+    "EnsureSameSpatialShaped",
     "ExtractSlicesd",
     "FixedVariantd",
     "MaskToSDF",
@@ -56,8 +57,10 @@ __all__ = [
     "SDFSamplesToMaskd",
     "SDFToMask",
     "SDFToMaskd",
+    "SaveContactSheetd",
     "SaveMaskd",
     "SaveOverlayd",
+    "SaveSamplesd",
     "SoftMasksToLabeld",
     "make_corruption",
     "mask_to_sdf",

@@ -1,4 +1,4 @@
-"""Checks and conversions of loaded images: channel count (RGB to grey) and minimum spatial size.
+"""Checks and conversions of loaded images: channel count (RGB to grey), minimum and matching spatial sizes.
 
 Both name the file an image came from in their errors, so a wrong input is reported where the user can fix it.
 """
@@ -14,7 +14,7 @@ from monai.transforms import MapTransform
 
 from common.transforms.masks import source_name
 
-__all__ = ["EnsureChannelsd", "EnsureMinSized"]
+__all__ = ["EnsureChannelsd", "EnsureMinSized", "EnsureSameSpatialShaped"]
 
 #: ITU-R BT.601 luma weights, what OpenCV's grey-scale reading (``cv2.imread(path, 0)``) uses.
 _LUMA = (0.299, 0.587, 0.114)
@@ -101,5 +101,27 @@ class EnsureMinSized(MapTransform):
                 raise ValueError(
                     f"{_describe(d, key)} has spatial size {spatial}, smaller than {minimum} "
                     f"(config key '{self.config_key}'); use larger images or a smaller {self.config_key}."
+                )
+        return d
+
+
+class EnsureSameSpatialShaped(MapTransform):
+    """Raise a ``ValueError`` naming both files unless the images of ``keys`` have one spatial shape.
+
+    A label map that does not belong to its image (another slice, another crop) would otherwise be resized onto the
+    image and train a silently wrong pairing.
+
+    Args:
+        keys: keys of channel-first images that must share their spatial shape (the first is the reference).
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        keys = list(self.key_iterator(d))
+        for key in keys[1:]:
+            if tuple(d[key].shape[1:]) != tuple(d[keys[0]].shape[1:]):
+                raise ValueError(
+                    f"{_describe(d, key)} has spatial shape {list(d[key].shape[1:])} but {_describe(d, keys[0])} has "
+                    f"{list(d[keys[0]].shape[1:])}: an image and its label map must have the same size."
                 )
         return d

@@ -10,7 +10,17 @@ from monai.config.type_definitions import NdarrayOrTensor
 from monai.transforms import MapTransform, ScaleIntensityRange, Transform
 from monai.utils import convert_to_dst_type
 
-__all__ = ["CTWindow", "CTWindowd"]
+__all__ = ["CT_WINDOWS", "CTWindow", "CTWindowd"]
+
+#: Named HU windows (lowest, highest HU): centre / width as in common radiology use.
+CT_WINDOWS: dict[str, tuple[float, float]] = {
+    "wide": (-1000.0, 1000.0),  # tools.prepare_ct_slices' default: air to dense bone
+    "soft_tissue": (-160.0, 240.0),  # L 40 / W 400, abdomen
+    "mediastinum": (-125.0, 225.0),  # L 50 / W 350
+    "lung": (-1350.0, 150.0),  # L -600 / W 1500
+    "bone": (-500.0, 1300.0),  # L 400 / W 1800
+    "brain": (0.0, 80.0),  # L 40 / W 80
+}
 
 
 class CTWindow(Transform):
