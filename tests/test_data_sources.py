@@ -182,6 +182,13 @@ def test_inference_items_use_datalist_section(dataset):
     ]
 
 
+def test_inference_items_from_another_datalist_key(dataset, tmp_path):
+    """A synthesis network's input is the label map: each item's 'image' is the datalist entry's 'label'."""
+    assert inference_items(str(dataset), source_key="label") == [{"image": str(dataset / "labels" / "a.png")}]
+    synthetic = inference_items("", section="test", synthetic_dir=str(tmp_path), source_key="label", **SYNTHETIC)
+    assert synthetic and all(set(item) == {"image"} and "labels" in item["image"] for item in synthetic)
+
+
 def test_inference_items_synthetic(tmp_path):
     items = inference_items("", section="test", synthetic_dir=str(tmp_path), key="label", **SYNTHETIC)
     assert items

@@ -7,7 +7,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from common.transforms import EnsureChannelsd, EnsureMinSized
+from common.transforms import EnsureChannelsd, EnsureMinSized, EnsureSameSpatialShaped
 
 
 def _image(channels: int, size: tuple[int, int] = (6, 5), name: str = "/data/tile_07.png") -> MetaTensor:
@@ -74,3 +74,13 @@ def test_small_image_names_file_and_key(size: tuple[int, int]) -> None:
 def test_plain_arrays_are_named_by_key() -> None:
     with pytest.raises(ValueError, match="'image' \\(key 'image'\\)"):
         EnsureMinSized("image", min_size=8)({"image": np.zeros((1, 4, 4))})
+
+
+def test_same_spatial_shape_passes_matching_pairs_and_names_both_files() -> None:
+    image = MetaTensor(torch.zeros(3, 8, 8), meta={"filename_or_obj": "img/a.png"})
+    check = EnsureSameSpatialShaped(keys=["image", "label"])
+    same = {"image": image, "label": MetaTensor(torch.zeros(1, 8, 8), meta={"filename_or_obj": "lab/a.png"})}
+    assert check(same)["label"] is same["label"], "channel counts may differ; only the spatial shape is checked"
+    other = {"image": image, "label": MetaTensor(torch.zeros(1, 8, 6), meta={"filename_or_obj": "lab/a.png"})}
+    with pytest.raises(ValueError, match=r"lab/a\.png.*\[8, 6\].*img/a\.png.*\[8, 8\]"):
+        check(other)

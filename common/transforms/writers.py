@@ -119,6 +119,15 @@ def _to_rgb(image: np.ndarray, value_range: Sequence[float] | None = None) -> np
     return np.moveaxis(_to_uint8(img, value_range), 0, -1)
 
 
+def _save_picture(rgb: np.ndarray, output_dir: str, source: str, postfix: str) -> str:
+    """Write an (H, W, 3) uint8 picture whole as ``<output_dir>/<source stem>_<postfix>.png``; return its path."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = output_path(output_dir, source, postfix, ".png")
+    with atomic_output(path) as tmp:
+        Image.fromarray(rgb).save(tmp)
+    return path
+
+
 class SaveOverlayd(MapTransform):
     """Save a PNG that shows the predicted contour (red) and, if present, the reference contour (green) on the image.
 
@@ -175,11 +184,7 @@ class SaveOverlayd(MapTransform):
             rgb[find_boundaries(label[0] > 0.5, mode="inner")] = (0, 255, 0)
         if picture:
             rgb = rgb.transpose(1, 0, 2)
-        os.makedirs(self.output_dir, exist_ok=True)
-        path = output_path(self.output_dir, source, self.postfix, ".png")
-        with atomic_output(path) as tmp:
-            Image.fromarray(rgb).save(tmp)
-        d[f"{self.pred_key}_overlay_path"] = path
+        d[f"{self.pred_key}_overlay_path"] = _save_picture(rgb, self.output_dir, source, self.postfix)
         return d
 
 
@@ -391,9 +396,5 @@ class SaveContactSheetd(MapTransform):
         for index, tile in enumerate(tiles):
             row, column = divmod(index, columns)
             sheet[row * height : (row + 1) * height, column * width : (column + 1) * width] = tile
-        os.makedirs(self.output_dir, exist_ok=True)
-        path = output_path(self.output_dir, source, self.postfix, ".png")
-        with atomic_output(path) as tmp:
-            Image.fromarray(sheet).save(tmp)
-        d[f"{self.pred_key}_sheet_path"] = path
+        d[f"{self.pred_key}_sheet_path"] = _save_picture(sheet, self.output_dir, source, self.postfix)
         return d
