@@ -61,6 +61,8 @@ def test_to_onehot_indices_onehot_and_errors() -> None:
         to_onehot(label_maps() + 1, NUM_CLASSES)
     with pytest.raises(ValueError, match="channels"):
         to_onehot(torch.zeros(1, 2, SIZE, SIZE), NUM_CLASSES)
+    with pytest.raises(ValueError, match="integer"):
+        to_onehot(label_maps() * 0.5, NUM_CLASSES)
 
 
 def test_label_to_image_batch_keeps_metadata_and_checks_shapes() -> None:

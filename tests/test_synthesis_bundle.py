@@ -134,7 +134,8 @@ def test_inference_writes_k_distinct_reproducible_pngs_for_png_maps(trained: Pat
 def test_exported_generator_matches_training_ema_weights(trained: Path) -> None:
     """inference.json's plain-convolution generator loads the spectrally normalised EMA checkpoint unchanged."""
     train_net = workflow(trained, ["train.json"]).parser.get_parsed_content("ema_generator")
-    state = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)["model"]
+    state = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)
+    state = state.get("model", state)  # ignite saves a one-object checkpoint as that object's state dict
     train_net.load_state_dict(state)
     infer_net = workflow(trained, ["inference.json"], "infer").parser.get_parsed_content("network_def")
     infer_net.load_state_dict(state)

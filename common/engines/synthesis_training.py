@@ -62,6 +62,8 @@ def to_onehot(label: Tensor, num_classes: int, name: str = "label") -> Tensor:
             f"'num_classes' + background), got {label.shape[1]} channels."
         )
     classes = torch.as_tensor(label).round().long()
+    if not torch.equal(classes.to(label.dtype), label):
+        raise ValueError(f"{name}: a label map must hold integer classes; found non-integer values.")
     low, high = int(classes.min()), int(classes.max())
     if low < 0 or high >= num_classes:
         raise ValueError(
@@ -309,7 +311,7 @@ class SemanticSynthesisTrainer(Trainer):
         self.r1_every = int(r1_every)
         self.shape_loss = shape_loss
         self.labelmix_generator = torch.Generator().manual_seed(int(seed))
-        # the checkpointed optimizer the model-zoo tooling looks for on a trainer
+        # MONAI handlers that act on ``engine.network``/``engine.optimizer`` (e.g. gradient clipping) get the generator
         self.network = generator
         self.optimizer = g_optimizer
 
