@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-__all__ = ["bool_list", "locate_bundle_root"]
+__all__ = ["as_bool", "bool_list", "locate_bundle_root"]
 
 _TRUE, _FALSE = ("true", "1"), ("false", "0")
 
@@ -34,20 +34,29 @@ def locate_bundle_root(name: str) -> str:
     )
 
 
-def bool_list(values: list | tuple, key: str) -> list[bool]:
-    """``values`` as booleans, for list-of-flag config keys overridden on the command line.
+def as_bool(value: object, key: str) -> bool:
+    """``value`` as a boolean, for flag config keys overridden on the command line.
 
-    ``--key "[false, true]"`` reaches a config as the strings ``'false'``, ``'true'`` (the command line parses Python,
-    not JSON), and any non-empty string is true, which would silently switch every flag on. Accepted: booleans, 0/1 and
-    the strings true/false/1/0 in any case; anything else is a ``ValueError`` naming ``key``.
+    ``--key false`` reaches a config as the string ``'false'`` (the command line parses Python, where ``False`` is
+    the literal), and any non-empty string is true, which would silently switch the flag on. Accepted: booleans, 0/1
+    and the strings true/false/1/0 in any case; anything else is a ``ValueError`` naming ``key``.
+    """
+    text = str(value).strip().lower()
+    if isinstance(value, bool):
+        return value
+    if text in _TRUE + _FALSE:
+        return text in _TRUE
+    raise ValueError(f"{key} must be a boolean (true/false), got {value!r}.")
+
+
+def bool_list(values: list | tuple, key: str) -> list[bool]:
+    """``values`` as booleans (see :func:`as_bool`), for list-of-flag config keys overridden on the command line.
+
+    ``--key "[false, true]"`` reaches a config as the strings ``'false'``, ``'true'``.
     """
     if isinstance(values, str) or not isinstance(values, (list, tuple)):
         raise ValueError(f"{key} must be a list of booleans, got {values!r}.")
-    flags = []
-    for value in values:
-        text = str(value).strip().lower()
-        if isinstance(value, bool) or text in _TRUE + _FALSE:
-            flags.append(value if isinstance(value, bool) else text in _TRUE)
-        else:
-            raise ValueError(f"{key} must be a list of booleans (true/false), got {values!r}.")
-    return flags
+    try:
+        return [as_bool(value, key) for value in values]
+    except ValueError:
+        raise ValueError(f"{key} must be a list of booleans (true/false), got {values!r}.") from None

@@ -144,3 +144,15 @@ def test_exported_generator_matches_training_ema_weights(trained: Path) -> None:
     z = torch.randn(1, TINY["z_dim"])
     with torch.no_grad():
         torch.testing.assert_close(infer_net.eval()(label, z), train_net.eval()(label, z))
+
+
+def test_flags_given_as_command_line_strings(tmp_path: Path) -> None:
+    """``--wavelet_discriminator false`` arrives as the string 'false': it must switch the critic off, not on."""
+    parser = workflow(tmp_path / "bundle", ["train.json"], wavelet_discriminator="false").parser
+    assert parser.get_parsed_content("wavelet_critic") is None
+    assert parser.get_parsed_content("wavelet_optimizer") is None
+    with pytest.raises(Exception) as error:
+        workflow(tmp_path / "bundle", ["train.json"], ignore_background="maybe").parser.get_parsed_content(
+            "train#trainer"
+        )
+    assert "ignore_background" in error_text(error.value)
