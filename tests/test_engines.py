@@ -307,3 +307,17 @@ def test_checked_loader_names_the_file_and_key_when_the_network_does_not_fit(tmp
     loader = CheckedCheckpointLoader(str(path), {"model": torch.nn.Linear(3, 2)}, config_key="ckpt_dir")
     with pytest.raises(ValueError, match=r"model\.pt.*'ckpt_dir'.*does not fit the configured network.*weight"):
         loader(Engine(lambda engine, batch: None))
+
+
+def test_resume_flag_from_the_command_line(tmp_path):
+    """``--resume false`` reaches the handler as the string 'false': it must mean no resume, not a silent one."""
+    _train(tmp_path, max_epochs=2)
+    engine, model, optimizer, started_epochs = _setup(seed=1)
+    ResumeFromCheckpoint(str(tmp_path), load_dict={"model": model, "optimizer": optimizer}, enabled="false").attach(
+        engine
+    )
+    engine.run(DATA, max_epochs=1)
+    assert started_epochs == [1], "started afresh"
+    assert ResumeFromCheckpoint(str(tmp_path), load_dict={"model": model}, enabled="True").enabled
+    with pytest.raises(ValueError, match="resume"):
+        ResumeFromCheckpoint(str(tmp_path), load_dict={"model": model}, enabled="yes please")

@@ -15,6 +15,8 @@ from ignite.engine import Engine, Events
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
+from common.bundle import as_bool
+
 __all__ = ["AtomicCheckpointSaver", "CheckedCheckpointLoader", "ResumeFromCheckpoint", "latest_checkpoint"]
 
 logger = logging.getLogger(__name__)
@@ -134,7 +136,7 @@ class ResumeFromCheckpoint:
         self.ckpt_dir = ckpt_dir
         self.load_dict = load_dict
         self.engine_key = engine_key
-        self.enabled = bool(enabled)
+        self.enabled = as_bool(enabled, "resume")  # '--resume false' arrives as the string 'false'
         self.prefix = prefix
         self.map_location = map_location
 
