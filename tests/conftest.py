@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,61 @@ SCHEMA_FILE = REPO_ROOT / "common" / "resources" / "bundle_metadata_schema.json"
 def bundle_names() -> list[str]:
     """Every folder in ``bundles/`` with a ``configs/metadata.json``: a new bundle gets the bundle tests by existing."""
     return sorted(p.parent.parent.name for p in BUNDLES_DIR.glob("*/configs/metadata.json"))
+
+
+def overrides_of(name: str) -> dict:
+    """A bundle's tiny test sizes, ``tests/bundle_overrides/<name>.json``."""
+    path = REPO_ROOT / "tests" / "bundle_overrides" / f"{name}.json"
+    assert path.is_file(), f"bundle '{name}' has no tiny test sizes: add {path.relative_to(REPO_ROOT)}"
+    return json.loads(path.read_text())
+
+
+def configs(bundle: Path, *names: str) -> list[str]:
+    return [str(bundle / "configs" / n) for n in names]
+
+
+def cli_args(overrides: dict) -> list[str]:
+    """Config overrides as ``monai.bundle`` command-line arguments."""
+    return [f"--{k}={json.dumps(v)}" if not isinstance(v, str) else f"--{k}={v}" for k, v in overrides.items()]
+
+
+def run_bundle_cli(
+    bundle: Path, config_names: list[str], overrides: dict, launcher: list[str] | None = None, timeout: int = 900
+) -> str:
+    """Run ``monai.bundle run training`` on ``bundle``'s configs (merged in order); return its output.
+
+    ``launcher`` replaces ``python -m`` (e.g. torchrun's ``python -m torch.distributed.run ... -m``).
+    """
+    config_files = configs(bundle, *config_names)
+    cmd = [
+        *(launcher or [sys.executable, "-m"]),
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        config_files[0] if len(config_files) == 1 else json.dumps(config_files),
+        "--bundle_root",
+        str(bundle),
+        *cli_args(overrides),
+    ]
+    result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def pretrain_tiny(bundle: Path) -> None:
+    """Train what ``bundle``'s training needs first (GMS: its autoencoder), if anything, with the tiny sizes."""
+    spec = overrides_of(bundle.name)
+    if "pretrain" in spec:
+        run_bundle_cli(bundle, spec["pretrain"]["configs"], {**spec["train"], **spec["pretrain"]["args"]})
+
+
+def train_tiny(bundle: Path, **extra: object) -> Path:
+    """Train ``bundle`` (a copy) with its tiny sizes, plus ``extra`` overrides, through the model-zoo command line."""
+    pretrain_tiny(bundle)
+    output = run_bundle_cli(bundle, ["train.json"], {**overrides_of(bundle.name)["train"], **extra})
+    assert "synthetic" in output, "an empty dataset_dir must say that it uses synthetic data"
+    return bundle
 
 
 @pytest.fixture(scope="module")

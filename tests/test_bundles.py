@@ -5,19 +5,26 @@ Parametrised over every folder in ``bundles/``; a bundle's tiny sizes come from 
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
+from monai.networks import convert_to_onnx
+from monai.transforms import SaveImaged
 
-from tests.conftest import REPO_ROOT, SCHEMA_FILE, bundle_names
+from tests.conftest import REPO_ROOT, SCHEMA_FILE, bundle_names, cli_args, configs, overrides_of, train_tiny
+from tools.package_bundle import pack
 
 BUNDLES = bundle_names()
 INFERENCE_KEYS = (
@@ -29,15 +36,10 @@ INFERENCE_KEYS = (
     "preprocessing",
     "inferer",
     "postprocessing",
+    "writers",
     "dataset",
     "evaluator",
 )
-
-
-def overrides_of(name: str) -> dict:
-    path = REPO_ROOT / "tests" / "bundle_overrides" / f"{name}.json"
-    assert path.is_file(), f"bundle '{name}' has no tiny test sizes: add {path.relative_to(REPO_ROOT)}"
-    return json.loads(path.read_text())
 
 
 def forward_args(spec: dict, batch: int, key: str = "forward_args") -> dict[str, torch.Tensor]:
@@ -56,10 +58,6 @@ def input_fingerprint(bundle: Path) -> dict[str, str]:
     return {
         str(p.relative_to(data)): hashlib.sha256(p.read_bytes()).hexdigest() for p in data.rglob("*") if p.is_file()
     }
-
-
-def configs(bundle: Path, *names: str) -> list[str]:
-    return [str(bundle / "configs" / n) for n in names]
 
 
 def workflow(bundle: Path, config_names: tuple[str, ...], workflow_type: str, **override: object) -> ConfigWorkflow:
@@ -83,35 +81,59 @@ def run(bundle: Path, config_names: tuple[str, ...], workflow_type: str, **overr
     return wf
 
 
+#: Bundles whose inference network does not export to ONNX, and why.
+ONNX_UNSUPPORTED: dict[str, str] = {}
+
+
+def trained_network(trained: Path) -> tuple[torch.nn.Module, torch.Tensor, dict[str, torch.Tensor]]:
+    """The bundle's inference network with its trained weights, in eval mode, and an input for it (tiny sizes)."""
+    spec = overrides_of(trained.name)
+    parser = ConfigParser()
+    parser.read_config(str(trained / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(trained), **spec["train"]})
+    net = parser.get_parsed_content("network_def")
+    state = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)
+    net.load_state_dict(state.get("model", state))
+    net.eval()
+    x = torch.rand(*spec["export_input_shape"], generator=torch.Generator().manual_seed(0))
+    return net, x, forward_args(spec, batch=x.shape[0], key="export_forward_args")
+
+
+def isolated_python() -> tuple[list[str], dict[str, str]]:
+    """An interpreter command and environment that see the installed packages but not this repository.
+
+    ``-S`` skips the ``.pth`` files, among them the editable install of ``common``; site-packages come back through
+    ``PYTHONPATH``. A downloaded bundle must then find ``common`` in its own folder.
+    """
+    site_dirs = [p for p in sys.path if p.endswith("site-packages")]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = os.pathsep.join(site_dirs)
+    return [sys.executable, "-S"], env
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """No access log on the test output."""
+
+
+@pytest.fixture(scope="module")
+def zip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """A local HTTP server on 127.0.0.1 serving a folder: (folder, base URL)."""
+    folder = tmp_path_factory.mktemp("dist")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=folder))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture(scope="module")
 def trained(bundle_copy: Path) -> Path:
-    """Train the bundle once with tiny sizes through the model-zoo command line, as a user would.
-
-    A bundle whose training needs a model of its own first (GMS: its autoencoder) names that run ``pretrain``.
-    """
-    spec = overrides_of(bundle_copy.name)
-    runs = [(["train.json"], spec["train"])]
-    if "pretrain" in spec:
-        runs.insert(0, (spec["pretrain"]["configs"], {**spec["train"], **spec["pretrain"]["args"]}))
-    for config_names, tiny in runs:
-        args = [f"--{k}={json.dumps(v)}" if not isinstance(v, str) else f"--{k}={v}" for k, v in tiny.items()]
-        config_files = configs(bundle_copy, *config_names)
-        cmd = [
-            sys.executable,
-            "-m",
-            "monai.bundle",
-            "run",
-            "training",
-            "--config_file",
-            config_files[0] if len(config_files) == 1 else json.dumps(config_files),
-            "--bundle_root",
-            str(bundle_copy),
-            *args,
-        ]
-        result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        assert "synthetic" in result.stdout + result.stderr, "an empty dataset_dir must say that it uses synthetic data"
-    return bundle_copy
+    """The bundle trained once with tiny sizes through the model-zoo command line, as a user would."""
+    return train_tiny(bundle_copy)
 
 
 @pytest.mark.parametrize("bundle_copy", BUNDLES, indirect=True)
@@ -145,6 +167,12 @@ class TestBundle:
         assert not missing, f"inference.json lacks {missing} (MONAI Label / Deploy read them)"
         wf = workflow(bundle_copy, ("inference.json",), "inference")
         assert wf.check_properties() in (None, [])
+        writers = [
+            type(t).__name__
+            for t in wf.parser.get_parsed_content("postprocessing").flatten().transforms
+            if isinstance(t, SaveImaged) or type(t).__module__ == "common.transforms.writers"
+        ]
+        assert not writers, f"postprocessing writes files ({writers}): MONAI Label/Deploy run it; use 'writers'"
 
     def test_network_in_out_matches_metadata(self, bundle_copy: Path) -> None:
         verify_net_in_out(
@@ -194,30 +222,68 @@ class TestBundle:
     def test_torchscript_export_matches_network(self, trained: Path) -> None:
         spec = overrides_of(trained.name)
         ts_file = trained / "models" / "model.ts"
-        common = {
-            "meta_file": str(trained / "configs" / "metadata.json"),
-            "config_file": str(trained / "configs" / "inference.json"),
-        }
         ckpt_export(
             net_id="network_def",
             filepath=str(ts_file),
             ckpt_file=str(trained / "models" / "model.pt"),
             bundle_root=str(trained),
-            **common,
+            meta_file=str(trained / "configs" / "metadata.json"),
+            config_file=str(trained / "configs" / "inference.json"),
             **spec["train"],
         )
-        parser = ConfigParser()
-        parser.read_config(common["config_file"])
-        parser.update({"bundle_root": str(trained), **spec["train"]})
-        net = parser.get_parsed_content("network_def")
-        state = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)
-        net.load_state_dict(state.get("model", state))
-        net.eval()
+        net, x, extra = trained_network(trained)
         scripted = torch.jit.load(str(ts_file))
-        x = torch.rand(*spec["export_input_shape"])
-        extra = forward_args(spec, batch=x.shape[0], key="export_forward_args")
         with torch.no_grad():
             torch.testing.assert_close(scripted(x, **extra), net(x, **extra))
+
+    def test_onnx_export_matches_network(self, trained: Path, tmp_path: Path) -> None:
+        if trained.name in ONNX_UNSUPPORTED:
+            pytest.skip(f"{trained.name}: {ONNX_UNSUPPORTED[trained.name]}")
+        net, x, extra = trained_network(trained)
+        convert_to_onnx(
+            net,
+            inputs=[x, *extra.values()],
+            filename=str(tmp_path / "model.onnx"),
+            verify=True,
+            use_ort=True,
+            rtol=1e-3,
+            atol=1e-4,
+        )
+        assert (tmp_path / "model.onnx").stat().st_size > 0
+
+    def test_packaged_zip_downloads_and_runs_without_repository(
+        self, trained: Path, tmp_path: Path, zip_server: tuple[Path, str]
+    ) -> None:
+        folder, base_url = zip_server
+        archive = Path(pack(str(trained), output_dir=str(folder)))
+        python, env = isolated_python()
+        outside = tmp_path / "downloaded"
+        probe = subprocess.run([*python, "-c", "import common"], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert probe.returncode != 0, "the isolated interpreter can still import this repository's common package"
+        download = [*python, "-m", "monai.bundle", "download", "--name", trained.name, "--url"]
+        result = subprocess.run(
+            [*download, f"{base_url}/{archive.name}", "--bundle_dir", str(outside)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        bundle = outside / trained.name
+        assert (bundle / "common" / "__init__.py").is_file() and (bundle / "large_files.yml").is_file()
+        spec = overrides_of(trained.name)
+        config = str(Path(trained.name) / "configs" / "inference.json")
+        result = subprocess.run(
+            [*python, "-m", "monai.bundle", "run", "--config_file", config, *cli_args(spec["train"])],
+            cwd=outside,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert glob.glob(str(bundle / spec["outputs"]["inference_glob"])), "the downloaded bundle wrote no output"
 
 
 def test_bundle_tests_cover_every_bundle() -> None:

@@ -15,7 +15,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
-from common.bundle import as_bool
+from common.bundle import as_bool, verify_weights
 
 __all__ = ["AtomicCheckpointSaver", "CheckedCheckpointLoader", "ResumeFromCheckpoint", "latest_checkpoint"]
 
@@ -179,6 +179,7 @@ class CheckedCheckpointLoader(CheckpointLoader):
                 f"checkpoint '{self.load_path}' does not exist (config key '{self.config_key}'): train the bundle "
                 f"first (python -m monai.bundle run training ...) or pass --{self.config_key} <folder with model.pt>."
             )
+        verify_weights(self.load_path)
         try:
             super().__call__(engine)
         except RuntimeError as err:

@@ -26,6 +26,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from common.bundle import verify_weights
+
 from .sd_autoencoder import SDAutoencoderKL
 
 __all__ = ["load_sd_autoencoder", "load_sd_vae_state_dict"]
@@ -131,6 +133,7 @@ def _read(path: str) -> dict[str, Tensor]:
             "(.ckpt or .safetensors, see the GMS bundle's configs/sd_vae.json) or train one first with the GMS "
             "bundle's configs/train_autoencoder.json."
         )
+    verify_weights(file)
     suffix = file.suffix.lower()
     if suffix == ".safetensors":
         from safetensors import SafetensorError

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from common.bundle import verify_weights
+
 __all__ = ["load_network_weights"]
 
 
@@ -32,6 +34,7 @@ def load_network_weights(
             f"checkpoint '{path}' does not exist (config key '{config_key}'): train that model first "
             f"(see the bundle's docs/README.md) or pass --{config_key} <file>."
         )
+    verify_weights(path)
     state = torch.load(path, map_location=map_location, weights_only=True)
     if isinstance(state, Mapping) and not all(isinstance(v, torch.Tensor) for v in state.values()):
         found = [k for k in keys if isinstance(state.get(k), Mapping)]
