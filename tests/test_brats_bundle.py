@@ -122,6 +122,22 @@ def test_inference_is_reproducible_and_writes_uncertainty(pretrained: Path, tmp_
         assert set(np.unique(a)) <= {0, 1, 2, 3}
 
 
+def test_inference_writes_masks_on_the_input_grid(pretrained: Path, tmp_path: Path) -> None:
+    affine = np.diag([0.9, 1.1, 2.0, 1.0])
+    image = np.random.default_rng(0).random((40, 36, 4)).astype(np.float32)  # 4 contrasts, channel last
+    nib.save(nib.Nifti1Image(image, affine), str(tmp_path / "case.nii.gz"))
+    out = tmp_path / "inference"
+    wf = workflow(pretrained, ["inference.json"], "inference", output_dir=str(out))
+    wf.parser["dataset#data"] = [{"image": str(tmp_path / "case.nii.gz")}]
+    wf.run()
+    wf.finalize()
+    for name in ("case_seg.nii.gz", "case_uncertainty.nii.gz"):
+        written = nib.load(str(out / name))
+        assert written.shape == (40, 36), f"{name} is not on the input's grid"
+        np.testing.assert_allclose(written.affine[:2, :2], affine[:2, :2])
+    assert (out / "case_overlay.png").is_file()
+
+
 def test_the_fine_tuned_noise_predictor_starts_from_the_ddpm(pretrained: Path, tmp_path: Path) -> None:
     wf = run(pretrained, ["train.json", "denoiser.json"], ckpt_dir=str(tmp_path / "denoiser"))
     network = wf.parser.get_parsed_content("network_def")

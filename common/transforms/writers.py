@@ -82,10 +82,11 @@ class SaveMaskd(MapTransform):
                 else NibabelWriter(output_dtype=self.nifti_dtype)
             )
             writer.set_data_array(mask, channel_dim=0)
-            # a mask without metadata of its own (a plain array) takes the source's affine, as documented
-            meta_of = mask if isinstance(mask, MetaTensor) else source_img
-            meta = meta_of.meta if isinstance(meta_of, MetaTensor) else None
-            writer.set_metadata(meta, resample=False)
+            if not png:
+                # a mask without metadata of its own (a plain array) takes the source's affine, as documented; set
+                # directly: set_metadata(meta, resample=False) fails on some 2D data in MONAI 1.6 (MONAI#9068)
+                meta_of = mask if isinstance(mask, MetaTensor) else source_img
+                writer.affine = meta_of.affine if isinstance(meta_of, MetaTensor) else None
             with atomic_output(path) as tmp:
                 writer.write(tmp)
             d[f"{key}_path"] = path
