@@ -81,10 +81,6 @@ def run(bundle: Path, config_names: tuple[str, ...], workflow_type: str, **overr
     return wf
 
 
-#: Bundles whose inference network does not export to ONNX, and why.
-ONNX_UNSUPPORTED: dict[str, str] = {}
-
-
 def trained_network(trained: Path) -> tuple[torch.nn.Module, torch.Tensor, dict[str, torch.Tensor]]:
     """The bundle's inference network with its trained weights, in eval mode, and an input for it (tiny sizes)."""
     spec = overrides_of(trained.name)
@@ -237,8 +233,6 @@ class TestBundle:
             torch.testing.assert_close(scripted(x, **extra), net(x, **extra))
 
     def test_onnx_export_matches_network(self, trained: Path, tmp_path: Path) -> None:
-        if trained.name in ONNX_UNSUPPORTED:
-            pytest.skip(f"{trained.name}: {ONNX_UNSUPPORTED[trained.name]}")
         net, x, extra = trained_network(trained)
         convert_to_onnx(
             net,
