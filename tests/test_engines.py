@@ -119,12 +119,12 @@ def test_saver_writes_loadable_checkpoints_with_engine_state(tmp_path):
     names = sorted(os.listdir(tmp_path))  # hidden files included
     assert names == ["checkpoint_epoch=3.pt", "checkpoint_epoch=4.pt", "checkpoint_final_iteration=12.pt"]
     for epoch in (3, 4):
-        checkpoint = torch.load(tmp_path / f"checkpoint_epoch={epoch}.pt")
+        checkpoint = torch.load(tmp_path / f"checkpoint_epoch={epoch}.pt", weights_only=True)
         assert set(checkpoint) == {"model", "optimizer", "trainer"}
         assert checkpoint["trainer"]["iteration"] == epoch * len(DATA)
         assert checkpoint["trainer"]["max_epochs"] == 4
         assert torch.all(checkpoint["model"]["weight"] == epoch)
-    final = torch.load(tmp_path / "checkpoint_final_iteration=12.pt")
+    final = torch.load(tmp_path / "checkpoint_final_iteration=12.pt", weights_only=True)
     assert final["trainer"]["iteration"] == 12
     assert latest_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint_epoch=4.pt")
 
@@ -135,7 +135,7 @@ def test_saver_without_engine_key_saves_no_engine_state(tmp_path):
         engine
     )
     engine.run(DATA, max_epochs=1)
-    assert set(torch.load(tmp_path / "checkpoint_epoch=1.pt")) == {"model", "optimizer"}
+    assert set(torch.load(tmp_path / "checkpoint_epoch=1.pt", weights_only=True)) == {"model", "optimizer"}
 
 
 def test_saver_final_filename(tmp_path):
@@ -146,7 +146,7 @@ def test_saver_final_filename(tmp_path):
     saver.attach(engine)
     engine.run(DATA, max_epochs=2)
     assert os.listdir(tmp_path) == ["model_final.pt"]
-    assert torch.all(torch.load(tmp_path / "model_final.pt")["weight"] == 2)
+    assert torch.all(torch.load(tmp_path / "model_final.pt", weights_only=True)["weight"] == 2)
 
 
 def test_resume_continues_from_newest_checkpoint(tmp_path):
