@@ -44,11 +44,18 @@ def _float_dtype(img: NdarrayOrTensor) -> np.dtype | torch.dtype:
     return img.dtype if np.issubdtype(img.dtype, np.floating) else np.dtype(np.float32)
 
 
-def _check_sdf_args(truncation: float, scale: float) -> None:
+def _check_sdf_args(truncation: float, scale: float, normalize: bool) -> None:
     if not truncation > 0:
         raise ValueError(f"truncation must be a positive number of pixels, got {truncation}.")
     if not scale > 0:
         raise ValueError(f"scale must be positive (a non-positive scale breaks the sign convention), got {scale}.")
+    # one pixel from the boundary and the truncation limit must both survive the float32 SDF, or the sign is lost
+    smallest, largest = (scale / truncation, scale) if normalize else (scale, scale * truncation)
+    if np.float32(smallest) == 0 or not np.isfinite(np.float32(largest)):
+        raise ValueError(
+            f"scale {scale} with truncation {truncation} does not fit a float32 SDF (one pixel would be "
+            f"{smallest:g}, the limit {largest:g}); use a scale near 1."
+        )
 
 
 def mask_to_sdf(mask: np.ndarray, truncation: float = 15.0, normalize: bool = True, scale: float = 1.0) -> np.ndarray:
@@ -74,7 +81,7 @@ def mask_to_sdf(mask: np.ndarray, truncation: float = 15.0, normalize: bool = Tr
     Raises:
         ValueError: if ``mask`` is not 2D/3D or not binary, or if ``truncation``/``scale`` is not positive.
     """
-    _check_sdf_args(truncation, scale)
+    _check_sdf_args(truncation, scale, normalize)
     mask = np.asarray(mask)
     if mask.ndim not in (2, 3):
         raise ValueError(f"mask must have 2 or 3 spatial dimensions (H, W[, D]), got shape {mask.shape}.")
@@ -111,7 +118,7 @@ class MaskToSDF(Transform):
     backend = [TransformBackends.NUMPY]
 
     def __init__(self, truncation: float = 15.0, normalize: bool = True, scale: float = 1.0) -> None:
-        _check_sdf_args(truncation, scale)
+        _check_sdf_args(truncation, scale, normalize)
         self.truncation = truncation
         self.normalize = normalize
         self.scale = scale

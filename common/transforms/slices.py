@@ -89,6 +89,8 @@ def select_slice_indices(
         return candidates.tolist()
     if volume is None:
         raise ValueError("label is required by keep_if_labelled and num_per_class.")
+    if candidates.size == 0:
+        return []
     slices = np.moveaxis(volume, axis, 0)[candidates].reshape(len(candidates), -1)
     if keep_if_labelled:
         labelled = (slices > 0).any(axis=1)
