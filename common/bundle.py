@@ -5,10 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 
 import yaml
 
-__all__ = ["LARGE_FILES", "as_bool", "bool_list", "file_sha256", "locate_bundle_root", "verify_weights"]
+__all__ = [
+    "LARGE_FILES",
+    "as_bool",
+    "bool_list",
+    "file_sha256",
+    "is_segmentation_bundle",
+    "locate_bundle_root",
+    "verify_weights",
+]
 
 #: The model-zoo manifest of a packaged bundle's weights (path, sha256, optional url), at the bundle's root.
 LARGE_FILES = "large_files.yml"
@@ -21,6 +30,20 @@ def _bundle_name(folder: str) -> str | None:
     if not os.path.isfile(meta):
         return None
     return os.path.basename(os.path.abspath(folder))
+
+
+def is_segmentation_bundle(folder: str | os.PathLike) -> bool:
+    """Whether the bundle in ``folder`` segments images: its metadata ``task`` mentions segmentation.
+
+    The tools that serve or apply bundles to images (MONAI Label, MONAI Deploy, folder segmentation) take only these;
+    a synthesis bundle (label map in, image out) is refused. A folder without metadata is not a bundle: False.
+    """
+    meta = os.path.join(folder, "configs", "metadata.json")
+    if not os.path.isfile(meta):
+        return False
+    with open(meta) as f:
+        task = str(json.load(f).get("task", ""))
+    return re.search(r"\bsegment", task, re.IGNORECASE) is not None
 
 
 def locate_bundle_root(name: str) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from common.bundle import locate_bundle_root
+from common.bundle import is_segmentation_bundle, locate_bundle_root
 from tests.conftest import BUNDLES_DIR, REPO_ROOT, bundle_names
 
 NAME = "toy_bundle"
@@ -91,3 +91,10 @@ def test_bundle_folder_takes_precedence(tmp_path, monkeypatch):
 def test_shipped_bundles_found_from_repository_root(name, monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
     assert Path(locate_bundle_root(name)) == (BUNDLES_DIR / name).resolve()
+
+
+def test_segmentation_bundles_are_told_from_the_generator(tmp_path: Path) -> None:
+    kinds = {name: is_segmentation_bundle(BUNDLES_DIR / name) for name in bundle_names()}
+    assert kinds["ct_label_to_image_synthesis"] is False
+    assert all(v for k, v in kinds.items() if k != "ct_label_to_image_synthesis"), kinds
+    assert is_segmentation_bundle(tmp_path) is False  # no metadata: not a bundle

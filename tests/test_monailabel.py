@@ -1,6 +1,6 @@
 """MONAI Label serves the segmentation bundles: a real ``monailabel start_server`` on 127.0.0.1, offline.
 
-Every bundle whose metadata ``task`` mentions segmentation (``tools.monailabel_server.is_segmentation_bundle``) gets
+Every bundle whose metadata ``task`` mentions segmentation (``common.bundle.is_segmentation_bundle``) gets
 the inference test by existing. Each is trained tiny (a copy, ``tests/bundle_overrides``) and its copy's
 ``inference.json`` is given the same tiny sizes (MONAI Label cannot pass overrides), one server serves them all on a
 free port with a temporary studies folder holding one synthetic sample image per bundle, and each bundle must return

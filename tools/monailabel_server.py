@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import fire
 
+from common.bundle import is_segmentation_bundle
 from tools.integration_envs import REPO_ROOT, envs_root
 
 __all__ = [
@@ -43,10 +43,8 @@ __all__ = [
     "DEFAULT_HOST",
     "OFFLINE_CONF",
     "MonaiLabelServer",
-    "bundle_task",
     "check_bundle",
     "free_port",
-    "is_segmentation_bundle",
     "main",
     "monailabel_env",
     "prepare_app",
@@ -62,7 +60,6 @@ DEFAULT_HOST = "127.0.0.1"
 ENV_NAME = "monailabel"
 #: ``--conf`` settings for a server without network access (see the module docstring).
 OFFLINE_CONF: dict[str, str] = {"zoo_source": "github", "sam2": "false"}
-_SEGMENTATION = re.compile(r"\bsegment", re.IGNORECASE)
 _STAMP = ".genseg-env.json"
 
 
@@ -83,20 +80,6 @@ def _sample_app(env: Path) -> Path:
     if not (app / "main.py").is_file():
         raise FileNotFoundError(f"no monaibundle sample app in {app}: reinstall with --force")
     return app
-
-
-def bundle_task(bundle: Path) -> str:
-    """The ``task`` text of a bundle's ``configs/metadata.json``."""
-    return str(json.loads((bundle / "configs" / "metadata.json").read_text()).get("task", ""))
-
-
-def is_segmentation_bundle(bundle: Path) -> bool:
-    """Whether a bundle segments images: its metadata ``task`` mentions segmentation (segment, segmentation, ...).
-
-    MONAI Label is an annotation tool, so only image-to-label bundles are served; an image synthesis bundle (label map
-    in, image out) is not.
-    """
-    return bool(_SEGMENTATION.search(bundle_task(bundle)))
 
 
 def segmentation_bundles(bundles_dir: str | os.PathLike = BUNDLES_DIR) -> list[str]:
@@ -123,8 +106,8 @@ def check_bundle(bundle: str | os.PathLike) -> Path:
     path = _resolve_bundle(bundle)
     if not is_segmentation_bundle(path):
         raise ValueError(
-            f"bundle '{path.name}' is not a segmentation bundle (metadata task: {bundle_task(path)!r}); MONAI Label "
-            f"serves image-to-label models only. Servable: {', '.join(segmentation_bundles())}"
+            f"bundle '{path.name}' is not a segmentation bundle (its metadata task does not mention segmentation); "
+            f"MONAI Label serves image-to-label models only. Servable: {', '.join(segmentation_bundles())}"
         )
     if not (path / "configs" / "inference.json").is_file():
         raise FileNotFoundError(f"bundle '{path.name}' has no configs/inference.json in {path}")

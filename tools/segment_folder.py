@@ -39,6 +39,7 @@ from monai.data import ITKReader
 from monai.transforms import LoadImage
 from tqdm import tqdm
 
+from common.bundle import is_segmentation_bundle
 from common.io import SUPPORTED_EXTENSIONS, atomic_write_json, read_json, split_extension
 
 logger = logging.getLogger("segment_folder")
@@ -94,11 +95,7 @@ def check_bundle(bundle: Path, config: Path, overrides: dict[str, Any]) -> dict:
             f"bundle {bundle} has no trained network {weights}: train it first (configs/train.json)"
         )
     meta = read_json(bundle / "configs" / "metadata.json", "bundle metadata")
-    task = str(meta.get("task", "")).lower()
-    outputs = " ".join(
-        str(v.get("channel_def", "")) for v in meta.get("network_data_format", {}).get("outputs", {}).values()
-    )
-    if "segment" not in task or "synthesis" in task or "image (" in outputs:
+    if not is_segmentation_bundle(bundle):
         raise ValueError(
             f"bundle {bundle} is not a segmentation bundle (metadata task: {meta.get('task')!r}); segment_folder "
             "needs a bundle whose inference writes masks"

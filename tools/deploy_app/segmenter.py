@@ -21,6 +21,8 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor, decollate_batch, list_data_collate
 from monai.transforms import Compose, LoadImaged
 
+from common.bundle import is_segmentation_bundle
+
 __all__ = ["BundleSegmenter", "find_bundle", "segment_labels"]
 
 logger = logging.getLogger(__name__)
@@ -69,11 +71,6 @@ def segment_labels(metadata: dict, num_classes: int, names: list[str] | None = N
     return [f"{metadata['name']} class {i}"[:_LO_LENGTH] for i in range(1, num_classes + 1)]
 
 
-def _is_segmentation(metadata: dict) -> bool:
-    """Whether the bundle says it segments: its ``task`` or ``name`` mentions segmentation."""
-    return "segment" in f"{metadata.get('task', '')} {metadata.get('name', '')}".lower()
-
-
 @dataclass(frozen=True)
 class _Pipeline:
     """The instantiated parts of the bundle that one slice goes through."""
@@ -102,7 +99,7 @@ class BundleSegmenter:
         self.metadata = json.loads((self.root / "configs" / "metadata.json").read_text())
         name = self.root.name
         config_file = self.root / "configs" / "inference.json"
-        if not _is_segmentation(self.metadata) or not config_file.is_file():
+        if not is_segmentation_bundle(self.root) or not config_file.is_file():
             raise ValueError(
                 f"bundle '{name}' is not a segmentation bundle: its metadata task is "
                 f"{self.metadata.get('task', '')!r} and it needs configs/inference.json."
