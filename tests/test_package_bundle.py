@@ -136,3 +136,15 @@ def test_command_line_reports_one_line_errors(bundle: Path, tmp_path: Path, capl
         main(["verify", "--bundle", str(bundle)])
     assert exit_info.value.code == 1
     assert f"has no {LARGE_FILES}" in caplog.text
+
+
+def test_weights_named_on_the_command_line_are_files_inside_the_bundle(bundle: Path, tmp_path: Path) -> None:
+    archive = pack(str(bundle), output_dir=str(tmp_path / "one"), weights="models/model.pt")  # one value: a string
+    assert f"{NAME}/models/model.pt" in zipfile.ZipFile(archive).namelist()
+    with pytest.raises(ValueError, match="inside the bundle"):
+        pack(str(bundle), output_dir=str(tmp_path / "two"), weights=["../../outside.pt"])
+
+
+def test_fetch_reports_an_unreachable_url(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"refused .*missing\.zip"):
+        fetch((tmp_path / "missing.zip").as_uri(), "0" * 64, str(tmp_path / "bundles"))

@@ -126,8 +126,13 @@ def create(name: str = "all", root: str | None = None, force: bool = False) -> l
 
 
 def main() -> None:
+    """Command-line entry point: an unknown environment or a failed install is a short error with exit status 1."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    fire.Fire({"create": create, "python": lambda name, root=None: str(env_python(name, root))})
+    try:
+        fire.Fire({"create": create, "python": lambda name, root=None: str(env_python(name, root))})
+    except (ValueError, RuntimeError) as err:
+        logger.error("%s", err)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

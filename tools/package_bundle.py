@@ -102,7 +102,12 @@ def pack(
     root = Path(bundle).resolve()
     meta = _metadata(root)
     name, version = root.name, meta["version"]
-    files = [root / w for w in weights] if weights else _default_weights(root)
+    if isinstance(weights, str):  # one --weights value on the command line arrives as a string
+        weights = [weights]
+    files = [(root / w).resolve() for w in weights] if weights else _default_weights(root)
+    outside = [str(f) for f in files if not f.is_relative_to(root)]
+    if outside:
+        raise ValueError(f"--weights must be files inside the bundle {root}, got {outside}.")
     missing = [str(f) for f in files if not f.is_file()]
     if missing or not files:
         raise FileNotFoundError(
@@ -188,7 +193,7 @@ def fetch(url: str, sha256: str, bundle_dir: str, name: str = "") -> str:
         archive = Path(tmp) / f"{name}.zip"
         try:
             download_url(url=url, filepath=archive, hash_val=str(sha256).lower(), hash_type="sha256", progress=False)
-        except (RuntimeError, ValueError) as err:
+        except (OSError, RuntimeError, ValueError) as err:  # unreachable URL (URLError), hash mismatch
             actual = f" (its sha256 is {file_sha256(archive)})" if archive.is_file() else ""
             raise ValueError(f"refused {url}{actual}: {err}") from err
         with zipfile.ZipFile(archive) as contents:
