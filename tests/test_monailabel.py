@@ -154,6 +154,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MonaiLabe
             errors[name] = error
     if not trained:
         pytest.fail(f"no bundle trained: {errors}")
+    for name, array in BAD_STUDIES.items():
+        nib.save(nib.Nifti1Image(array, np.eye(4)), str(studies / f"{name}.nii.gz"))
     start = time.perf_counter()
     with running_server(trained, studies, root / "app") as server:
         print(f"server ready in {time.perf_counter() - start:.1f} s")
@@ -178,6 +180,33 @@ def test_infer(served: tuple, name: str) -> None:
     assert values.size > 1, f"{name}: trivial mask (all {values}) for {image_id}"
     foreground = float(np.mean(mask > 0))
     assert 0.0 < foreground < 1.0, f"{name}: foreground fraction {foreground}"
+
+
+#: Bad studies, written into the studies folder before the server starts: (image id, bundle, expected message).
+_NAN = np.full((48, 48), 100.0, np.float32)
+_NAN[5, 5] = np.nan
+BAD_STUDIES = {"bad_nan": _NAN, "bad_volume": np.zeros((48, 48, 6), np.float32)}
+BAD_REQUESTS = [
+    ("bad_nan", "gms_latent_segmentation", "NaN or infinite value"),
+    ("bad_volume", "sdf_score_segmentation", "3 spatial dimensions, expected 2"),
+]
+
+
+@pytest.mark.parametrize(("image_id", "name", "expected"), BAD_REQUESTS, ids=[r[0] for r in BAD_REQUESTS])
+def test_infer_refuses_bad_images_with_the_bundles_message(
+    served: tuple, image_id: str, name: str, expected: str
+) -> None:
+    """MONAI Label runs the bundle's own preprocessing: its checks answer an HTTP error and log the message."""
+    server, _, errors, _ = served
+    if name in errors:
+        raise errors[name]
+    status, _ = request("POST", f"{server.url}/infer/{name}?image={image_id}&output=image")
+    assert status >= 400, f"{name} accepted {image_id}: HTTP {status}"
+    deadline = time.monotonic() + 30  # the server logs the traceback after it has answered
+    while expected not in server.log_tail(50000) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert expected in server.log_tail(50000), server.log_tail()
+    assert f"{image_id}.nii.gz" in server.log_tail(50000), "the message names the file"
 
 
 def test_train_from_server(served: tuple) -> None:

@@ -182,7 +182,10 @@ def test_pickled_objects_are_refused(tmp_path: Path) -> None:
     """Only tensors and containers are unpickled (weights_only=True): other objects give a clear error."""
     path = tmp_path / "sd.ckpt"
     torch.save({"state_dict": {"quant_conv.weight": torch.zeros(1)}, "callbacks": _Callback()}, path)
-    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: torch.load\(weights_only=True\) cannot read it"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{re.escape(str(path))} \(config key 'autoencoder_path'\): torch.load\(weights_only=True\) cannot read",
+    ):
         load_sd_vae_state_dict(str(path))
 
 

@@ -1,4 +1,5 @@
-"""EnsureChannelsd and EnsureMinSized: conversions that match OpenCV's grey reading, errors that name the file."""
+"""Checks of loaded images (channels, finite values, size, grid) and loading: conversions that match OpenCV's grey
+reading, errors that name the file."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from common.transforms import EnsureChannelsd, EnsureMinSized, EnsureSameSpatialShaped
+from common.transforms import (
+    CheckedLoadImaged,
+    EnsureChannelsd,
+    EnsureFinited,
+    EnsureMinSized,
+    EnsureSameSpatialShaped,
+)
 
 
 def _image(channels: int, size: tuple[int, int] = (6, 5), name: str = "/data/tile_07.png") -> MetaTensor:
@@ -84,3 +91,47 @@ def test_same_spatial_shape_passes_matching_pairs_and_names_both_files() -> None
     other = {"image": image, "label": MetaTensor(torch.zeros(1, 8, 6), meta={"filename_or_obj": "lab/a.png"})}
     with pytest.raises(ValueError, match=r"lab/a\.png.*\[8, 6\].*img/a\.png.*\[8, 8\]"):
         check(other)
+
+
+def test_same_grid_also_compares_affines_within_tolerance() -> None:
+    image, label = _image(1), _image(1, name="/data/tile_07_mask.nii.gz")
+    shifted = torch.eye(4, dtype=torch.float64)
+    shifted[0, 3] = 0.5
+    label.affine = shifted
+    with pytest.raises(ValueError, match=r"tile_07_mask.nii.gz.*affine.*same grid"):
+        EnsureSameSpatialShaped(["image", "label"])({"image": image, "label": label})
+    shifted[0, 3] = 1e-5  # float32 rounding of a stored affine is no mismatch
+    label.affine = shifted
+    EnsureSameSpatialShaped(["image", "label"])({"image": image, "label": label})
+    plain = {"image": image, "label": torch.zeros(1, 6, 5)}  # no affine: the shape alone is compared
+    EnsureSameSpatialShaped(["image", "label"])(plain)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_intensities_are_counted_and_the_file_named(bad: float) -> None:
+    image = _image(3)
+    image[1, 2, 3] = bad
+    image[0, 0, 0] = bad
+    with pytest.raises(ValueError, match=r"image '/data/tile_07.png' \(key 'image'\) has 2 NaN or infinite value"):
+        EnsureFinited("image")({"image": image})
+
+
+def test_finite_and_integer_images_pass_unchanged() -> None:
+    image = _image(1)
+    assert EnsureFinited("image")({"image": image})["image"] is image
+    integer = torch.arange(6, dtype=torch.uint8).reshape(1, 2, 3)
+    assert EnsureFinited("image")({"image": integer})["image"] is integer
+
+
+def test_checked_loader_names_the_key_and_file_that_fail(tmp_path) -> None:
+    from PIL import Image
+
+    good, truncated, text = tmp_path / "good.png", tmp_path / "truncated.png", tmp_path / "notes.png"
+    Image.fromarray(np.full((20, 24), 7, np.uint8)).save(good)
+    truncated.write_bytes(good.read_bytes()[:40])
+    text.write_text("not an image")
+    loader = CheckedLoadImaged(["image", "label"], image_only=True)
+    assert loader({"image": str(good), "label": str(good)})["image"].shape == (24, 20)  # PIL reader: (W, H)
+    for bad in (truncated, text):
+        with pytest.raises(ValueError, match=rf"key 'label': {bad} .*expected a readable, complete image"):
+            loader({"image": str(good), "label": str(bad)})

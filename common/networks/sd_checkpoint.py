@@ -16,7 +16,6 @@ downloaded: the path is a local file.
 
 from __future__ import annotations
 
-import pickle
 import re
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -134,6 +133,7 @@ def _read(path: str) -> dict[str, Tensor]:
             "bundle's configs/train_autoencoder.json."
         )
     verify_weights(file)
+    where = f"{path} (config key 'autoencoder_path')"
     suffix = file.suffix.lower()
     if suffix == ".safetensors":
         from safetensors import SafetensorError
@@ -142,14 +142,16 @@ def _read(path: str) -> dict[str, Tensor]:
         try:
             return load_file(file, device="cpu")
         except SafetensorError as err:
-            raise ValueError(f"{path}: not a readable safetensors file ({err}).") from err
+            raise ValueError(
+                f"{path} (config key 'autoencoder_path'): not a readable safetensors file ({err})."
+            ) from err
     if suffix not in TORCH_SUFFIXES:
-        raise ValueError(f"{path}: unknown checkpoint format; expected .safetensors or one of {TORCH_SUFFIXES}.")
+        raise ValueError(f"{where}: unknown checkpoint format; expected .safetensors or one of {TORCH_SUFFIXES}.")
     try:
         loaded: Any = torch.load(file, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(file))
-    except (pickle.UnpicklingError, RuntimeError) as err:
+    except Exception as err:  # truncated, empty, not a zip or pickle, or objects beyond weights
         raise ValueError(
-            f"{path}: torch.load(weights_only=True) cannot read it ({err}). If the file holds pickled objects besides "
+            f"{where}: torch.load(weights_only=True) cannot read it ({err}). If the file holds pickled objects besides "
             "the weights and you trust it, re-save its state_dict with torch.save, or use the diffusers "
             "vae/diffusion_pytorch_model.safetensors."
         ) from err

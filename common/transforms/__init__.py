@@ -13,8 +13,9 @@ from .corruption import (
     RandTileDeletion,
     make_corruption,
 )
-from .image import EnsureChannelsd, EnsureMinSized, EnsureSameSpatialShaped
+from .image import EnsureChannelsd, EnsureFinited, EnsureMinSized, EnsureSameSpatialShaped
 from .intensity import CTWindow, CTWindowd
+from .loading import CheckedLoadImaged
 from .masks import (
     CorruptMaskd,
     EnsureBinaryMask,
@@ -33,10 +34,12 @@ __all__ = [
     "CORRUPTION_KINDS",
     "CTWindow",
     "CTWindowd",
+    "CheckedLoadImaged",
     "CorruptMaskd",
     "EnsureBinaryMask",
     "EnsureBinaryMaskd",
     "EnsureChannelsd",
+    "EnsureFinited",
     "EnsureLabelMap",
     "EnsureLabelMapd",
     "EnsureMinSized",

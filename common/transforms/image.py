@@ -1,4 +1,4 @@
-"""Checks and conversions of loaded images: channel count (RGB to grey), minimum and matching spatial sizes.
+"""Checks and conversions of loaded images: channel count (RGB to grey), finite values, minimum size, matching grids.
 
 Both name the file an image came from in their errors, so a wrong input is reported where the user can fix it.
 """
@@ -8,13 +8,15 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from common.transforms.masks import source_name
 
-__all__ = ["EnsureChannelsd", "EnsureMinSized", "EnsureSameSpatialShaped"]
+__all__ = ["EnsureChannelsd", "EnsureFinited", "EnsureMinSized", "EnsureSameSpatialShaped"]
 
 #: ITU-R BT.601 luma weights, what OpenCV's grey-scale reading (``cv2.imread(path, 0)``) uses.
 _LUMA = (0.299, 0.587, 0.114)
@@ -73,6 +75,27 @@ class EnsureChannelsd(MapTransform):
         return d
 
 
+class EnsureFinited(MapTransform):
+    """Raise a ``ValueError`` naming the file when an image holds NaN or infinite values.
+
+    Intensity scaling keeps NaN and turns infinity into NaN, so one such voxel would otherwise give a NaN loss or a
+    silently empty prediction.
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            values = torch.as_tensor(d[key])
+            if values.is_floating_point():
+                bad = int((~torch.isfinite(values)).sum())
+                if bad:
+                    raise ValueError(
+                        f"{_describe(d, key)} has {bad} NaN or infinite value(s); expected finite intensities "
+                        "(fix or mask them in the file, e.g. replace NaN by the background value)."
+                    )
+        return d
+
+
 class EnsureMinSized(MapTransform):
     """Raise a ``ValueError`` naming the file unless every spatial size of the images is at least ``min_size``.
 
@@ -106,14 +129,20 @@ class EnsureMinSized(MapTransform):
 
 
 class EnsureSameSpatialShaped(MapTransform):
-    """Raise a ``ValueError`` naming both files unless the images of ``keys`` have one spatial shape.
+    """Raise a ``ValueError`` naming both files unless the images of ``keys`` share one grid: spatial shape and affine.
 
-    A label map that does not belong to its image (another slice, another crop) would otherwise be resized onto the
-    image and train a silently wrong pairing.
+    A label map that does not belong to its image (another slice, another crop, another scan's geometry) would
+    otherwise be resized onto the image and train a silently wrong pairing. Affines are compared when both images
+    carry one (loaded files do); they must agree within ``atol`` (millimetres for NIfTI, pixels for PNG).
 
     Args:
-        keys: keys of channel-first images that must share their spatial shape (the first is the reference).
+        keys: keys of channel-first images that must share their grid (the first is the reference).
+        atol: largest accepted difference between affine entries.
     """
+
+    def __init__(self, keys: KeysCollection, atol: float = 1e-3, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.atol = atol
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -124,4 +153,13 @@ class EnsureSameSpatialShaped(MapTransform):
                     f"{_describe(d, key)} has spatial shape {list(d[key].shape[1:])} but {_describe(d, keys[0])} has "
                     f"{list(d[keys[0]].shape[1:])}: an image and its label map must have the same size."
                 )
+            first, other = d[keys[0]], d[key]
+            if isinstance(first, MetaTensor) and isinstance(other, MetaTensor):
+                a, b = np.asarray(first.affine, dtype=np.float64), np.asarray(other.affine, dtype=np.float64)
+                if a.shape != b.shape or not np.allclose(a, b, rtol=0.0, atol=self.atol):
+                    raise ValueError(
+                        f"{_describe(d, key)} has affine {np.round(b, 4).tolist()} but {_describe(d, keys[0])} has "
+                        f"{np.round(a, 4).tolist()}: an image and its label map must lie on the same grid "
+                        "(resample the label map onto its image first)."
+                    )
         return d

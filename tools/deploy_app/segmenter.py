@@ -22,6 +22,7 @@ from monai.data import MetaTensor, decollate_batch, list_data_collate
 from monai.transforms import Compose, LoadImaged
 
 from common.bundle import is_segmentation_bundle
+from common.networks.weights import load_network_weights
 
 __all__ = ["BundleSegmenter", "find_bundle", "segment_labels"]
 
@@ -131,9 +132,7 @@ class BundleSegmenter:
     def _load(self) -> _Pipeline:
         """Instantiate the bundle's transforms, inferer and network with its weights, so that errors show up early."""
         parse = self._parser.get_parsed_content
-        network = parse("network")
-        state = torch.load(self.weights, map_location="cpu", weights_only=True)
-        network.load_state_dict(state.get("model", state))
+        network = load_network_weights(parse("network"), str(self.weights), config_key="ckpt_dir")
         network.eval()
         # The same transform objects as the ones postprocessing's Invertd holds, so that it can invert them.
         preprocessing = parse("preprocessing")
