@@ -11,12 +11,14 @@ from ignite.engine import Engine, Events
 from ignite.metrics import Average
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
+from monai.handlers import CheckpointLoader
 from torch import nn
 
 from common.engines import (
     AtomicCheckpointSaver,
     CheckedCheckpointLoader,
     ClipGradNorm,
+    ProtectOutputDir,
     ResumeFromCheckpoint,
     iteration_loss,
     latest_checkpoint,
@@ -188,23 +190,115 @@ def test_resume_without_checkpoint_names_ckpt_dir(tmp_path):
     assert started_epochs == []
 
 
-def test_resume_disabled_does_nothing(tmp_path):
+def test_fresh_run_refuses_an_earlier_runs_checkpoints(tmp_path):
+    """Without --resume, a run beside an earlier run's checkpoints stops before training and names the files."""
     _train(tmp_path, max_epochs=2)
-    engine, model, optimizer, started_epochs = _setup(seed=1)
+    (tmp_path / "model.pt").write_bytes(b"best")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    engine, model, _optimizer, started_epochs = _setup(seed=1)
+    handler = ResumeFromCheckpoint(str(tmp_path), load_dict={"model": model}, outputs=[str(tmp_path / "model.pt")])
+    handler.attach(engine)
+    with pytest.raises(FileExistsError, match=r"--resume true.*--overwrite true") as error:
+        engine.run(DATA, max_epochs=3)
+    assert "model.pt" in str(error.value) and "checkpoint_epoch=2.pt" in str(error.value)
+    assert started_epochs == []
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_overwrite_starts_a_fresh_run_over_earlier_checkpoints(tmp_path):
+    _train(tmp_path, max_epochs=2)
+    engine, model, _optimizer, started_epochs = _setup(seed=1)
     initial = model.weight.detach().clone()
     weight_at_start = []
-    ResumeFromCheckpoint(str(tmp_path), load_dict={"model": model, "optimizer": optimizer}, enabled=False).attach(
-        engine
-    )
+    ResumeFromCheckpoint(str(tmp_path), load_dict={"model": model}, overwrite="true").attach(engine)
     engine.add_event_handler(Events.EPOCH_STARTED, lambda _e: weight_at_start.append(model.weight.detach().clone()))
-    engine.run(DATA, max_epochs=3)
-    assert started_epochs == [1, 2, 3]
-    assert torch.equal(weight_at_start[0], initial)
-    # disabled with no checkpoint at all is fine too
-    engine, model, _, started_epochs = _setup()
-    ResumeFromCheckpoint(str(tmp_path / "missing"), load_dict={"model": model}, enabled=False).attach(engine)
     engine.run(DATA, max_epochs=1)
     assert started_epochs == [1]
+    assert torch.equal(weight_at_start[0], initial)
+    assert latest_checkpoint(str(tmp_path)) is None, "the earlier run's checkpoints would be resumed later"
+    # a fresh run in an empty or missing folder needs no flag
+    engine, model, _, started_epochs = _setup()
+    ResumeFromCheckpoint(str(tmp_path / "missing"), load_dict={"model": model}).attach(engine)
+    engine.run(DATA, max_epochs=1)
+    assert started_epochs == [1]
+
+
+def test_fine_tuning_in_place_may_replace_the_file_it_starts_from(tmp_path):
+    """MONAI Label's training loads model.pt with a CheckpointLoader and writes its successor there."""
+    _, model = _train(tmp_path, max_epochs=1, n_saved=None)
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    (tmp_path / "checkpoint_final_iteration=3.pt").unlink()
+    (tmp_path / "checkpoint_epoch=1.pt").unlink()
+    engine, model, _, started_epochs = _setup(seed=1)
+    CheckpointLoader(load_path=str(tmp_path / "model.pt"), load_dict={"model": model}).attach(engine)
+    ResumeFromCheckpoint(str(tmp_path), load_dict={"model": model}, outputs=[str(tmp_path / "model.pt")]).attach(engine)
+    engine.run(DATA, max_epochs=1)
+    assert started_epochs == [1]
+
+
+def test_resume_restores_the_best_metric_record(tmp_path):
+    """A resumed run keeps model.pt unless a validation beats the best metric of the interrupted run."""
+    scores = iter([0.9, 0.5, 0.7, 0.95])
+
+    def run(max_epochs: int, resume: bool):
+        engine, model, _optimizer, _ = _setup()
+        evaluator = Engine(lambda _e, _b: None)
+        evaluator.add_event_handler(Events.EPOCH_COMPLETED, lambda e: setattr(e.state, "metrics", {"m": next(scores)}))
+        evaluator.state.key_metric_name = "m"  # what MONAI's key-metric saver reads
+        best = AtomicCheckpointSaver(
+            str(tmp_path), save_dict={"model": model}, save_key_metric=True, key_metric_filename="model.pt"
+        )
+        best.attach(evaluator)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, lambda _e: evaluator.run([0]))
+        saved = {"model": model, "best_model": best}
+        ResumeFromCheckpoint(str(tmp_path), load_dict=saved, enabled=resume).attach(engine)
+        AtomicCheckpointSaver(str(tmp_path), save_dict=saved, save_interval=1, engine_key="trainer").attach(engine)
+        engine.run(DATA, max_epochs=max_epochs)
+
+    run(2, resume=False)  # metrics 0.9 (epoch 1, kept) and 0.5
+    assert torch.all(torch.load(tmp_path / "model.pt", weights_only=True)["weight"] == 1)
+    run(3, resume=True)  # epoch 3 scores 0.7 < 0.9: model.pt must stay epoch 1's
+    assert torch.all(torch.load(tmp_path / "model.pt", weights_only=True)["weight"] == 1)
+    run(4, resume=True)  # epoch 4 scores 0.95: replaces it
+    assert torch.all(torch.load(tmp_path / "model.pt", weights_only=True)["weight"] == 4)
+
+
+def test_seed_each_epoch_makes_a_resumed_run_draw_what_the_uninterrupted_one_drew(tmp_path):
+    def run(max_epochs: int, resume: bool, ckpt_dir) -> list[float]:
+        torch.manual_seed(123)  # the process state before training differs between the two runs
+        draws: list[float] = []
+        engine = Engine(lambda _e, _b: draws.append(float(torch.rand(1))))
+        model = nn.Linear(1, 1)
+        ResumeFromCheckpoint(str(ckpt_dir), load_dict={"model": model}, enabled=resume, seed=7).attach(engine)
+        AtomicCheckpointSaver(str(ckpt_dir), save_dict={"model": model}, save_interval=1, engine_key="trainer").attach(
+            engine
+        )
+        engine.run(DATA, max_epochs=max_epochs)
+        return draws
+
+    uninterrupted = run(3, False, tmp_path / "a")
+    run(2, False, tmp_path / "b")
+    torch.manual_seed(999)
+    resumed = run(3, True, tmp_path / "b")
+    assert resumed == uninterrupted[2 * len(DATA) :]
+    assert uninterrupted[: len(DATA)] != uninterrupted[len(DATA) : 2 * len(DATA)], "each epoch draws anew"
+
+
+def test_protect_output_dir(tmp_path):
+    out = tmp_path / "out"
+    engine = Engine(lambda _e, _b: None)
+    ProtectOutputDir(str(out)).attach(engine)
+    engine.run(DATA)  # missing folder: fine
+    out.mkdir()
+    (out / ".hidden").write_text("")
+    engine.run(DATA)  # hidden scratch files do not count
+    (out / "a_seg.png").write_bytes(b"earlier")
+    with pytest.raises(FileExistsError, match=r"output_dir .*a_seg.png.*--overwrite true"):
+        engine.run(DATA)
+    assert (out / "a_seg.png").read_bytes() == b"earlier"
+    engine = Engine(lambda _e, _b: None)
+    ProtectOutputDir(str(out), overwrite="true").attach(engine)
+    engine.run(DATA)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -313,9 +407,9 @@ def test_resume_flag_from_the_command_line(tmp_path):
     """``--resume false`` reaches the handler as the string 'false': it must mean no resume, not a silent one."""
     _train(tmp_path, max_epochs=2)
     engine, model, optimizer, started_epochs = _setup(seed=1)
-    ResumeFromCheckpoint(str(tmp_path), load_dict={"model": model, "optimizer": optimizer}, enabled="false").attach(
-        engine
-    )
+    ResumeFromCheckpoint(
+        str(tmp_path), load_dict={"model": model, "optimizer": optimizer}, enabled="false", overwrite="true"
+    ).attach(engine)
     engine.run(DATA, max_epochs=1)
     assert started_epochs == [1], "started afresh"
     assert ResumeFromCheckpoint(str(tmp_path), load_dict={"model": model}, enabled="True").enabled

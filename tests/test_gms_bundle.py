@@ -147,7 +147,7 @@ def test_training_without_the_latent_cache_encodes_each_batch(trained: Path, tmp
     root = tmp_path / "bundle"
     shutil.copytree(trained / "models", root / "models")
     shutil.copytree(trained / "eval" / "synthetic_data", root / "eval" / "synthetic_data")
-    wf = workflow(root, ["train.json"], latent_cache=False)
+    wf = workflow(root, ["train.json"], latent_cache=False, overwrite=True)  # beside the trained run's checkpoints
     item = wf.parser.get_parsed_content("train#dataset")[0]
     assert {"image", "label"} <= set(item) and "image_latent" not in item
     wf.run()

@@ -175,6 +175,10 @@ class PixelBatches(IterableDataset):
         self.images_per_chunk, self.shuffle, self.seed = max(1, int(images_per_chunk)), shuffle, int(seed)
         self.epoch = 0
 
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the order of pass ``epoch`` next (a resumed run continues the uninterrupted run's sequence)."""
+        self.epoch = int(epoch)
+
     def __len__(self) -> int:
         full, rest = divmod(self.store.num_pixels(), self.batch_size)
         return full + (rest >= 2)

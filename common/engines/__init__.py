@@ -11,7 +11,7 @@ from .autoencoder_training import (
 from .checkpoint import AtomicCheckpointSaver, CheckedCheckpointLoader, ResumeFromCheckpoint, latest_checkpoint
 from .diffusion_training import DiffusionPrepareBatchd, DiffusionTrainingInferer
 from .ema import ExponentialMovingAverage, refresh_batchnorm_statistics
-from .handlers import ClipGradNorm, iteration_loss
+from .handlers import ClipGradNorm, ProtectOutputDir, SeedEachEpoch, epoch_seed, iteration_loss
 from .latent_segmentation import (
     EncodeLatentsd,
     LatentPrepareBatch,
@@ -64,11 +64,14 @@ __all__ = [
     "OASISDiscriminatorLoss",
     "OASISGeneratorLoss",
     "PosteriorSampleInferer",
+    "ProtectOutputDir",
     "RefreshBatchNorm",
     "ResumeFromCheckpoint",
+    "SeedEachEpoch",
     "SemanticSynthesisTrainer",
     "ShapeConsistencyLoss",
     "class_balanced_weights",
+    "epoch_seed",
     "iteration_loss",
     "label_mix",
     "latest_checkpoint",

@@ -7,7 +7,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -16,6 +16,8 @@ from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from common.bundle import as_bool, verify_weights
+from common.engines.handlers import SeedEachEpoch
+from common.networks.weights import read_checkpoint
 
 __all__ = ["AtomicCheckpointSaver", "CheckedCheckpointLoader", "ResumeFromCheckpoint", "latest_checkpoint"]
 
@@ -47,7 +49,9 @@ class _AtomicDiskSaver(BaseSaveHandler):
             raise
 
     def remove(self, filename: str) -> None:
-        path = os.path.join(self.dirname, self.filename or filename)
+        if self.filename:
+            return  # the next save replaces the fixed-name file by a rename; deleting it first could lose it
+        path = os.path.join(self.dirname, filename)
         if os.path.exists(path):
             os.remove(path)
 
@@ -97,6 +101,13 @@ class AtomicCheckpointSaver(CheckpointSaver):
             self.save_dict[self.engine_key] = EngineProgress(engine)  # the Checkpoint objects share this dict
         super().attach(engine)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The best key metric so far and its file, so that a resumed run keeps the best model instead of replacing
+        it at its first validation (restored by the inherited ``load_state_dict``)."""
+        if self._key_metric_checkpoint is None:
+            return {"_saved": []}
+        return {"_saved": [(float(p), str(f)) for p, f in self._key_metric_checkpoint._saved]}
+
 
 def latest_checkpoint(ckpt_dir: str, prefix: str = "checkpoint") -> str | None:
     """Return the interval checkpoint ``<prefix>_epoch=N.pt`` (or ``_iteration=N``) with the largest N, or None."""
@@ -108,12 +119,25 @@ def latest_checkpoint(ckpt_dir: str, prefix: str = "checkpoint") -> str | None:
     return newest
 
 
-class ResumeFromCheckpoint:
-    """Resume training from the newest interval checkpoint in ``ckpt_dir`` when ``enabled``.
+def _fine_tunes_in_place(engine: Engine, files: list[str]) -> bool:
+    """True when a ``CheckpointLoader`` on ``engine`` starts the run from one of ``files`` (MONAI Label's training
+    loads ``model.pt`` and writes its successor there: a deliberate update, not a run that loses an earlier one)."""
+    targets = {os.path.realpath(f) for f in files}
+    for handler, *_ in engine._event_handlers.get(Events.STARTED, []):
+        path = getattr(handler, "load_path", None)
+        if isinstance(handler, CheckpointLoader) and path and os.path.realpath(path) in targets:
+            return True
+    return False
 
-    Attach it to the trainer before the other handlers. It restores everything in ``load_dict`` (model, optimizer,
-    ...) and the trainer's own state with MONAI's ``CheckpointLoader``, so ``trainer.run()`` continues at the saved
-    epoch.
+
+class ResumeFromCheckpoint:
+    """Decide how training starts beside earlier checkpoints: resume from the newest one, or refuse to replace them.
+
+    Attach it to the trainer before the other handlers. With ``enabled`` it restores everything in ``load_dict``
+    (model, optimizer, the best-metric record ...) and the trainer's own state with MONAI's ``CheckpointLoader``, so
+    ``trainer.run()`` continues at the saved epoch. Without it, a run that would replace an earlier run's interval
+    checkpoints or ``outputs`` stops before training unless ``overwrite`` is given, or the run starts from one of
+    those files (fine-tuning in place, as MONAI Label's training does).
 
     Args:
         ckpt_dir: folder of the ``AtomicCheckpointSaver`` interval checkpoints.
@@ -122,6 +146,10 @@ class ResumeFromCheckpoint:
         engine_key: key under which the checkpoint holds the trainer's state (``AtomicCheckpointSaver.engine_key``).
         prefix: file prefix of the interval checkpoints.
         map_location: passed to ``torch.load``.
+        outputs: the other files the run writes (``model.pt``, ``model_final.pt`` ...), as paths.
+        overwrite: let a fresh run replace them (the bundles' ``overwrite`` config key).
+        seed: when given, every epoch is seeded from ``(seed, epoch)`` (:class:`SeedEachEpoch`), so that a resumed run
+            repeats what the uninterrupted run would have done.
     """
 
     def __init__(
@@ -132,6 +160,9 @@ class ResumeFromCheckpoint:
         engine_key: str = "trainer",
         prefix: str = "checkpoint",
         map_location: Any = None,
+        outputs: Sequence[str] = (),
+        overwrite: bool = False,
+        seed: int | None = None,
     ) -> None:
         self.ckpt_dir = ckpt_dir
         self.load_dict = load_dict
@@ -139,12 +170,41 @@ class ResumeFromCheckpoint:
         self.enabled = as_bool(enabled, "resume")  # '--resume false' arrives as the string 'false'
         self.prefix = prefix
         self.map_location = map_location
+        self.outputs = [str(o) for o in outputs]
+        self.overwrite = as_bool(overwrite, "overwrite")
+        self.seeder = None if seed is None else SeedEachEpoch(seed)
 
     def attach(self, engine: Engine) -> None:
-        if self.enabled:
-            engine.add_event_handler(Events.STARTED, self)
+        engine.add_event_handler(Events.STARTED, self)
+        if self.seeder is not None:
+            self.seeder.attach(engine)
+
+    def _interval_checkpoints(self) -> list[str]:
+        found = glob.glob(os.path.join(glob.escape(self.ckpt_dir), f"{self.prefix}*.pt"))
+        return sorted(p for p in found if _EPOCH.search(os.path.basename(p)))
+
+    def earlier_outputs(self) -> list[str]:
+        """The files of an earlier run that this run would replace."""
+        return [o for o in self.outputs if os.path.isfile(o)] + self._interval_checkpoints()
+
+    def _start_fresh(self, engine: Engine) -> None:
+        earlier = self.earlier_outputs()
+        if not earlier or _fine_tunes_in_place(engine, earlier):
+            return
+        if not self.overwrite:
+            raise FileExistsError(
+                f"ckpt_dir '{self.ckpt_dir}' holds an earlier run's checkpoints ({', '.join(earlier[:4])}); "
+                "pass --resume true to continue that run, --overwrite true to train anew and replace them, or "
+                "another --ckpt_dir."
+            )
+        for path in self._interval_checkpoints():  # else a later --resume would continue the earlier run
+            logger.warning("overwrite: removing the earlier run's checkpoint %s", path)
+            os.remove(path)
 
     def __call__(self, engine: Engine) -> None:
+        if not self.enabled:
+            self._start_fresh(engine)
+            return
         path = latest_checkpoint(self.ckpt_dir, self.prefix)
         if path is None:
             raise FileNotFoundError(
@@ -182,8 +242,9 @@ class CheckedCheckpointLoader(CheckpointLoader):
         verify_weights(self.load_path)
         try:
             super().__call__(engine)
-        except RuntimeError as err:
-            if "state_dict" not in str(err):
+        except Exception as err:
+            if not (isinstance(err, RuntimeError) and "state_dict" in str(err)):
+                read_checkpoint(self.load_path, self.config_key)  # an unreadable file: an error that names it
                 raise
             first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
             raise ValueError(

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from .ema import refresh_batchnorm_statistics
+from .handlers import epoch_seed
 from .oasis_losses import (
     LabelMixLoss,
     OASISDiscriminatorLoss,
@@ -233,7 +234,8 @@ class SemanticSynthesisTrainer(Trainer):
         r1_gamma: R1 weight; 0 disables R1.
         r1_every: the R1 step runs every this many iterations (TWWinde: 4, with gamma 10 and no further scaling).
         shape_loss: ``ShapeConsistencyLoss`` (image, one-hot label) added to the generator loss; None: off.
-        seed: seed of LabelMix's per-class bits (drawn on the CPU from their own generator).
+        seed: seed of LabelMix's per-class bits (drawn on the CPU from their own generator, seeded again from
+            ``(seed, epoch)`` as each epoch starts, so that a resumed run draws what the uninterrupted run drew).
         epoch_length, non_blocking, iteration_update, postprocessing, key_train_metric, additional_metrics,
         metric_cmp_fn, train_handlers, amp: as MONAI's ``Trainer`` (``amp`` is not supported and must be False).
     """
@@ -310,10 +312,15 @@ class SemanticSynthesisTrainer(Trainer):
         self.r1_gamma = float(r1_gamma)
         self.r1_every = int(r1_every)
         self.shape_loss = shape_loss
-        self.labelmix_generator = torch.Generator().manual_seed(int(seed))
+        self.labelmix_seed = int(seed)
+        self.labelmix_generator = torch.Generator().manual_seed(self.labelmix_seed)
+        self.add_event_handler(Events.EPOCH_STARTED, self._seed_labelmix)
         # MONAI handlers that act on ``engine.network``/``engine.optimizer`` (e.g. gradient clipping) get the generator
         self.network = generator
         self.optimizer = g_optimizer
+
+    def _seed_labelmix(self, engine: Engine) -> None:
+        self.labelmix_generator.manual_seed(epoch_seed(self.labelmix_seed, engine.state.epoch))
 
     def _generator_step(self, label: Tensor) -> dict[str, Tensor]:
         self.g_optimizer.zero_grad(set_to_none=True)
