@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import resource
 import subprocess
 import sys
 import time
@@ -43,7 +42,7 @@ from common.data.brats import write_synthetic_brats_case
 from common.data.datalist import write_datalist
 from common.io import atomic_write_json, atomic_write_text, read_json
 from tools import benchmark_gms
-from tools.bundle_runs import bundle_workflow, timed_run
+from tools.bundle_runs import bundle_workflow, peak_rss_bytes, timed_run
 from tools.prepare_brats import prepare_brats
 
 __all__ = ["all_steps", "evaluate", "fewshot", "memory", "prepare", "pretrain", "synthetic"]
@@ -128,29 +127,50 @@ def prepare(work_dir: str = str(DEFAULT_WORK_DIR), shots: tuple[int, ...] = (10,
     return {**split, "unlabelled": len(images), "shots": list(shots)}
 
 
-def pretrain(work_dir: str = str(DEFAULT_WORK_DIR), epochs: int = 60, batch_size: int = 16) -> dict:
-    """The small DDPM on every BUSI image (no labels), with the bundle's train_ddpm.json."""
+def pretrain(
+    work_dir: str = str(DEFAULT_WORK_DIR), epochs: int = 60, batch_size: int = 16, seconds: float | None = None
+) -> dict:
+    """The small DDPM on every BUSI image (no labels), with the bundle's train_ddpm.json.
+
+    ``seconds``: also stop at the first epoch end after which another epoch would pass this wall-clock budget.
+    """
     work = _busi(work_dir)
     overrides = _overrides(work, "ddpm", ddpm_max_epochs=epochs, ddpm_batch_size=batch_size)
-    return timed_run(BUNDLE, ["train.json", "train_ddpm.json"], trainer_id="pretrain#trainer", **overrides)
+    configs = ["train.json", "train_ddpm.json"]
+    return timed_run(BUNDLE, configs, trainer_id="pretrain#trainer", seconds=seconds, **overrides)
 
 
-def _method_settings(method: str, epochs: int) -> dict[str, Any]:
+def _method_settings(method: str, epochs: int, budgeted: bool = False) -> dict[str, Any]:
+    """Training overrides of ``method``: the pixel MLPs validate after each of their few epochs; the image-based
+    methods about 15 times over ``epochs``, or, when a wall-clock budget decides the length (``budgeted``), after
+    every epoch: how many epochs fit is not known in advance, and the budget's stop counts validation in the epoch
+    time, so the last epoch that fits is always validated and ``model.pt`` (best validation Dice) always written."""
     if method == "pixel":
         return {**PIXEL_TRAINING, "val_interval": 1}
-    return {"max_epochs": epochs, "val_interval": max(1, epochs // 15), "batch_size": 8}
+    val_interval = 1 if budgeted else max(1, epochs // 15)
+    return {"max_epochs": epochs, "val_interval": val_interval, "batch_size": 8}
 
 
-def fewshot(work_dir: str = str(DEFAULT_WORK_DIR), shots: tuple[int, ...] = (10, 20), epochs: int = 150) -> dict:
-    """Train the three methods on each shot count; the image-based ones for ``epochs`` epochs, the MLPs for 8."""
+def fewshot(
+    work_dir: str = str(DEFAULT_WORK_DIR),
+    shots: tuple[int, ...] = (10, 20),
+    epochs: int = 150,
+    seconds: float | None = None,
+) -> dict:
+    """Train the three methods on each shot count; the image-based ones for ``epochs`` epochs, the MLPs for 8.
+
+    ``seconds``: also stop each training at the first epoch end after which another epoch would pass this wall-clock
+    budget (each training gets the whole budget).
+    """
     work = _busi(work_dir)
     results: dict[str, Any] = {}
     for n in shots:
         for method, overlay in METHODS.items():
-            settings = _method_settings(method, epochs)
+            settings = _method_settings(method, epochs, budgeted=seconds is not None)
             run = f"n{n}_{method}"
             logger.info("training %s", run)
-            results[run] = timed_run(BUNDLE, ["train.json", *overlay], **_overrides(work, run, n, **settings))
+            overrides = _overrides(work, run, n, **settings)
+            results[run] = timed_run(BUNDLE, ["train.json", *overlay], seconds=seconds, **overrides)
     return results
 
 
@@ -210,7 +230,8 @@ def memory_child(
 ) -> dict:
     """(Run in a child process by ``memory``.) Train the pixel classifier on ``images`` labelled images.
 
-    ``network``: the DDPM and feature settings (``MEMORY_DDPM`` by default).
+    ``network``: the DDPM and feature settings (``MEMORY_DDPM`` by default). ``peak_rss_gb``: this process's own peak
+    resident memory (``tools.bundle_runs.peak_rss_bytes``; not ``os.wait4``'s, which includes the parent's peak).
     """
     work = _busi(work_dir)
     datalist = read_json(work / "datalist.json", "datalist")
@@ -245,13 +266,14 @@ def memory_child(
         "seconds": time.perf_counter() - start,
         "in_memory_float32_gb": pixels * features * 4 / 1e9,
         "on_disk_float16_gb": pixels * features * 2 / 1e9,
+        "peak_rss_gb": peak_rss_bytes() / 1e9,
     }
 
 
 def memory(
     work_dir: str = str(DEFAULT_WORK_DIR), images: int = 50, size: int = 256, network: dict | None = None
 ) -> dict:
-    """Peak RSS of ``memory_child`` (a fresh process, so nothing else is counted)."""
+    """``memory_child`` in a fresh process, so that its peak RSS is the pixel-classifier training's alone."""
     result_file = _busi(work_dir) / "memory" / "child.json"
     result_file.parent.mkdir(parents=True, exist_ok=True)
     code = (
@@ -260,8 +282,7 @@ def memory(
         f"open({str(result_file)!r}, 'w'))"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
-    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9  # Linux reports KiB
-    return {**read_json(result_file, "memory result"), "peak_rss_gb": peak_gb}
+    return read_json(result_file, "memory result")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -376,8 +397,7 @@ def all_steps(
     pretrain_epochs: int = 60,
     epochs: int = 150,
 ) -> dict:
-    """Every step (the memory one first: its peak is read from the process's finished children); results.json is
-    rewritten after each, so a long run can be followed."""
+    """Every step; results.json is rewritten after each, so a long run can be followed."""
     results: dict[str, Any] = {"split": prepare(work_dir, shots)}
     path = Path(work_dir) / "results.json"
     steps = (

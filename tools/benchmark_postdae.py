@@ -48,6 +48,7 @@ from common.data.datalist import load_datalist
 from common.io import atomic_write_json, atomic_write_text
 from common.networks import PostDAE
 from common.transforms import CORRUPTION_KINDS, EnsureBinaryMaskd, RandMaskCorruption, SaveMaskd
+from tools.bundle_runs import StopAtDeadline
 from tools.prepare_folder import prepare_folder
 
 __all__ = ["cxr", "recipes", "segmenter"]
@@ -78,11 +79,14 @@ def _workflow(
     )
 
 
-def _train_dae(work_dir: Path, dataset_dir: Path, datalist: Path, overrides: dict) -> float | None:
+def _train_dae(
+    work_dir: Path, dataset_dir: Path, datalist: Path, overrides: dict, seconds: float | None = None
+) -> float | None:
     """Train the bundle's DAE (``max_epochs`` in ``overrides``); return the training seconds.
 
-    A work folder that already holds a finished training (``models/model_final.pt``) is reused (None returned), so
-    an evaluation can be repeated without retraining; delete the folder to train again.
+    ``seconds``: also stop at the first epoch end after which another epoch would pass this wall-clock budget. A work
+    folder that already holds a finished training (``models/model_final.pt``) is reused (None returned), so an
+    evaluation can be repeated without retraining; delete the folder to train again.
     """
     if (work_dir / "models" / "model_final.pt").is_file():
         logger.info("reusing the DAE trained in %s", work_dir / "models")
@@ -90,6 +94,8 @@ def _train_dae(work_dir: Path, dataset_dir: Path, datalist: Path, overrides: dic
     wf = _workflow(("train.json",), work_dir, dataset_dir, datalist, overrides)
     wf.initialize()
     trainer = wf.parser.get_parsed_content("train#trainer")
+    if seconds is not None:
+        StopAtDeadline(seconds).attach(trainer)
     start = time.perf_counter()
     wf.run()
     wf.finalize()
@@ -167,29 +173,33 @@ def cxr(
     reference: bool = False,
     val_interval: int = 2,
     seed: int = 0,
+    overrides: dict | None = None,
+    seconds: float | None = None,
 ) -> dict:
     """Train the DAE on real CXR lung masks (split by patient) and report corrupted vs refined test masks per kind.
 
     The DAE trains with the reference repository's three corruptions always on and the paper's five kinds each with
     probability 0.25; each kind is then evaluated alone (probability 1) on the same test masks. ``reference`` trains
-    with the reference implementation's recipe instead of the bundle's defaults.
+    with the reference implementation's recipe instead of the bundle's defaults. ``overrides``: further config
+    overrides for training and evaluation (smaller sizes, another ``network_def``). ``seconds``: also stop training at
+    the first epoch end after which another epoch would pass this wall-clock budget.
     """
     work, data = Path(work_dir).resolve(), Path(data_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     datalist = _prepare(
         work, masks_dir=str(data / "masks"), group_file=str(data / "files.txt"), relative_to=str(data), seed=seed
     )
-    size = {"image_size": [image_size, image_size], "seed": seed, **_variant(reference)}
+    size = {"image_size": [image_size, image_size], "seed": seed, **_variant(reference), **(overrides or {})}
     schedule = {"max_epochs": epochs, "val_interval": val_interval}
     training_corruption = {**_only(REPO_KINDS), **{f"corruption#{k}_prob": 0.25 for k in CORRUPTION_KINDS[3:]}}
-    seconds = _train_dae(work, data, datalist, {**size, **schedule, **training_corruption})
+    train_seconds = _train_dae(work, data, datalist, {**size, **schedule, **training_corruption}, seconds)
     rows = []
     for name, kinds in [("reference three", REPO_KINDS), *((k, (k,)) for k in CORRUPTION_KINDS)]:
         metrics = _evaluate(work, name.replace(" ", "_"), data, datalist, {**size, **_only(kinds)})
         rows.append({"corruption": name, **metrics})
     columns = ["corruption", "images", "raw_dice", "refined_dice", "raw_hd95", "refined_hd95"]
     results = {
-        "train_seconds": seconds,
+        "train_seconds": train_seconds,
         "epochs": epochs,
         "image_size": image_size,
         "reference_recipe": reference,

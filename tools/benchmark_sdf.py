@@ -41,6 +41,7 @@ from common.data.datalist import load_datalist
 from common.diffusion import SDFSamplingInferer
 from common.io import atomic_write_json, atomic_write_text
 from common.transforms import SDFSamplesToMaskd
+from tools.bundle_runs import StopAtDeadline
 from tools.prepare_folder import prepare_folder
 
 __all__ = ["all_steps", "evaluate", "prepare", "train_score", "train_unet"]
@@ -102,8 +103,13 @@ def prepare(data_dir: str = str(SHARED_DATA), work_dir: str = str(DEFAULT_WORK_D
     return {section: len(entries) for section, entries in datalist.items()}
 
 
-def train_score(work_dir: str = str(DEFAULT_WORK_DIR), epochs: int = 40, resume: bool = False) -> dict:
-    """Train the bundle's VE score model with small widths for ``epochs`` epochs (``resume``: continue the last run)."""
+def train_score(
+    work_dir: str = str(DEFAULT_WORK_DIR), epochs: int = 40, resume: bool = False, seconds: float | None = None
+) -> dict:
+    """Train the bundle's VE score model with small widths for ``epochs`` epochs (``resume``: continue the last run).
+
+    ``seconds``: also stop at the first epoch end after which another epoch would pass this wall-clock budget.
+    """
     work = Path(work_dir)
     workflow = ConfigWorkflow(
         config_file=str(BUNDLE / "configs" / "train.json"),
@@ -118,6 +124,8 @@ def train_score(work_dir: str = str(DEFAULT_WORK_DIR), epochs: int = 40, resume:
     )
     workflow.initialize()
     trainer = workflow.parser.get_parsed_content("train#trainer")
+    if seconds is not None:
+        StopAtDeadline(seconds).attach(trainer)
     start = time.perf_counter()
     workflow.run()
     workflow.finalize()
@@ -144,8 +152,11 @@ def _unet() -> BasicUNet:
     return BasicUNet(spatial_dims=2, in_channels=1, out_channels=1)
 
 
-def train_unet(work_dir: str = str(DEFAULT_WORK_DIR), epochs: int = 40) -> dict:
-    """Train a supervised BasicUNet (Dice + BCE, Adam 1e-3) on the same patches for ``epochs`` epochs."""
+def train_unet(work_dir: str = str(DEFAULT_WORK_DIR), epochs: int = 40, seconds: float | None = None) -> dict:
+    """Train a supervised BasicUNet (Dice + BCE, Adam 1e-3) on the same patches for ``epochs`` epochs.
+
+    ``seconds``: also stop at the first epoch end after which another epoch would pass this wall-clock budget.
+    """
     work = Path(work_dir)
     set_determinism(TRAINING["seed"])
     parser = _bundle_parser(work)
@@ -161,6 +172,8 @@ def train_unet(work_dir: str = str(DEFAULT_WORK_DIR), epochs: int = 40) -> dict:
         optimizer=torch.optim.Adam(network.parameters(), 1e-3),
         loss_function=DiceCELoss(sigmoid=True),
     )
+    if seconds is not None:
+        StopAtDeadline(seconds).attach(trainer)
     start = time.perf_counter()
     trainer.run()
     seconds = time.perf_counter() - start

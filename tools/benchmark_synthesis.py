@@ -156,17 +156,28 @@ def prepare(dataset: str = "kvasir", work_dir: str = str(DEFAULT_WORK_DIR), seed
     return {section: len(entries) for section, entries in datalist.items() if isinstance(entries, list)}
 
 
-def train_generator(dataset: str = "kvasir", work_dir: str = str(DEFAULT_WORK_DIR), epochs: int = 25) -> dict:
-    """``train.json`` for ``epochs`` epochs, validating (SSIM) every 5."""
+def train_generator(
+    dataset: str = "kvasir", work_dir: str = str(DEFAULT_WORK_DIR), epochs: int = 25, seconds: float | None = None
+) -> dict:
+    """``train.json`` for ``epochs`` epochs, validating (SSIM) every 5.
+
+    ``seconds``: also stop at the first epoch end after which another epoch would pass this wall-clock budget.
+    """
     work = _work(work_dir, dataset)
-    return timed_run(BUNDLE, ["train.json"], **_overrides(work, dataset, max_epochs=epochs, val_interval=5))
+    overrides = _overrides(work, dataset, max_epochs=epochs, val_interval=5)
+    return timed_run(BUNDLE, ["train.json"], seconds=seconds, **overrides)
 
 
-def train_segmenter(dataset: str = "kvasir", work_dir: str = str(DEFAULT_WORK_DIR), epochs: int = 40) -> dict:
-    """``train_segmenter.json`` on the real training pairs."""
+def train_segmenter(
+    dataset: str = "kvasir", work_dir: str = str(DEFAULT_WORK_DIR), epochs: int = 40, seconds: float | None = None
+) -> dict:
+    """``train_segmenter.json`` on the real training pairs.
+
+    ``seconds``: also stop at the first epoch end after which another epoch would pass this wall-clock budget.
+    """
     work = _work(work_dir, dataset)
     overrides = _overrides(work, dataset, segmenter_epochs=epochs, val_interval=1)
-    return timed_run(BUNDLE, ["train.json", "train_segmenter.json"], **overrides)
+    return timed_run(BUNDLE, ["train.json", "train_segmenter.json"], seconds=seconds, **overrides)
 
 
 def _read_metrics(path: Path) -> dict[str, float]:

@@ -1,11 +1,14 @@
 """Running a bundle's configs from a benchmark: one workflow, its wall time per epoch and in total.
 
 Benchmarks run the bundles exactly as users do (the same configs, with overrides for data, sizes and output folders)
-so the numbers they report are the bundles' own, not a re-implementation's.
+so the numbers they report are the bundles' own, not a re-implementation's. A training can be given a wall-clock
+budget instead of a number of epochs (``StopAtDeadline``); a benchmark run in a child process reports its own peak
+memory (``peak_rss_bytes``).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +17,42 @@ from typing import Any
 from ignite.engine import Engine, Events
 from monai.bundle import ConfigWorkflow
 
-__all__ = ["bundle_workflow", "epoch_times", "timed_run"]
+__all__ = ["StopAtDeadline", "bundle_workflow", "epoch_times", "peak_rss_bytes", "timed_run"]
+
+logger = logging.getLogger("tools.bundle_runs")
+
+
+class StopAtDeadline:
+    """Ends an engine's run at the first epoch end after which another epoch would not fit in ``seconds``.
+
+    The clock starts when the handler is attached (attach it just before running the engine). At each
+    ``EPOCH_COMPLETED`` it calls ``engine.terminate()`` when the time so far plus the longest epoch so far exceeds
+    ``seconds``. An epoch is timed from one check to the next, and the check is attached after the engine's own
+    handlers, so their epoch-end work (validation, checkpoints) counts in the time and still sees the last epoch; the
+    ``COMPLETED`` handlers (final checkpoint) run after the termination as after a full run. At least one epoch always
+    runs. The engine's ``max_epochs`` still caps the run; schedules sized by ``max_epochs`` see that number, not the
+    number of epochs that fit.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.start = self.last_check = 0.0
+        self.longest_epoch = 0.0
+
+    def attach(self, engine: Engine) -> None:
+        """Start the clock and check the budget at every epoch end of ``engine``."""
+        self.start = self.last_check = time.perf_counter()
+        self.longest_epoch = 0.0
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        now = time.perf_counter()
+        self.longest_epoch = max(self.longest_epoch, now - self.last_check)
+        self.last_check = now
+        elapsed = now - self.start
+        if elapsed + self.longest_epoch > self.seconds:
+            logger.info("budget of %.0f s reached after %d epochs (%.0f s)", self.seconds, engine.state.epoch, elapsed)
+            engine.terminate()
 
 
 def bundle_workflow(
@@ -40,13 +78,24 @@ def epoch_times(trainer: Engine) -> list[float]:
     return times
 
 
-def timed_run(bundle: Path, configs: Sequence[str], trainer_id: str = "train#trainer", **overrides: Any) -> dict:
-    """Run a training workflow and return its wall times, epochs and iterations."""
+def timed_run(
+    bundle: Path,
+    configs: Sequence[str],
+    trainer_id: str = "train#trainer",
+    seconds: float | None = None,
+    **overrides: Any,
+) -> dict:
+    """Run a training workflow and return its wall times, epochs and iterations.
+
+    ``seconds``: a wall-clock budget for the trainer (``StopAtDeadline``); its ``max_epochs`` override still caps it.
+    """
     start = time.perf_counter()
     workflow = bundle_workflow(bundle, configs, **overrides)
     trainer = workflow.parser.get_parsed_content(trainer_id)
     setup = time.perf_counter() - start
     times = epoch_times(trainer)
+    if seconds is not None:
+        StopAtDeadline(seconds).attach(trainer)
     workflow.run()
     workflow.finalize()
     return {
@@ -56,3 +105,18 @@ def timed_run(bundle: Path, configs: Sequence[str], trainer_id: str = "train#tra
         "epochs": trainer.state.epoch,
         "iterations": trainer.state.iteration,
     }
+
+
+def peak_rss_bytes() -> int:
+    """This process's own peak resident memory (Linux ``VmHWM``: the high-water mark of its address space since it
+    started, so nothing of a parent process or of other children counts; worker processes are not included).
+
+    ``os.wait4``'s ``ru_maxrss`` is no substitute: a child started with fork or vfork takes over its parent's memory
+    high-water mark at ``exec`` (with Python's default vfork, the parent's own peak), and ``RUSAGE_CHILDREN`` is the
+    maximum over every finished child.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB (KiB) in /proc
+    raise RuntimeError("no VmHWM in /proc/self/status (peak memory is measured on Linux only)")
