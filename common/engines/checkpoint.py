@@ -123,6 +123,8 @@ def _fine_tunes_in_place(engine: Engine, files: list[str]) -> bool:
     """True when a ``CheckpointLoader`` on ``engine`` starts the run from one of ``files`` (MONAI Label's training
     loads ``model.pt`` and writes its successor there: a deliberate update, not a run that loses an earlier one)."""
     targets = {os.path.realpath(f) for f in files}
+    # ignite lists an engine's handlers only in this attribute (it has no public accessor); MONAI handlers are stored
+    # as the handler objects themselves
     for handler, *_ in engine._event_handlers.get(Events.STARTED, []):
         path = getattr(handler, "load_path", None)
         if isinstance(handler, CheckpointLoader) and path and os.path.realpath(path) in targets:
