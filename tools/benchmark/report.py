@@ -28,7 +28,9 @@ def _f(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             return str(value)
-        return f"{value:.{digits}g}" if abs(value) >= 1000 or abs(value) < 0.01 else f"{value:.{digits}f}"
+        if value != 0 and abs(value) < 0.01:
+            return f"{value:.{max(digits, 1)}g}"
+        return f"{value:.{digits}f}"
     return str(value)
 
 
