@@ -128,32 +128,44 @@ def test_command_line_error_has_no_traceback(tmp_path: Path) -> None:
     assert "--bundles" in result.stdout + result.stderr and "Traceback" not in result.stdout + result.stderr
 
 
-def _clocked_run(monkeypatch: pytest.MonkeyPatch, seconds: float, validation_s: float = 0.0) -> tuple[int, bool]:
-    """Epochs run and whether COMPLETED fired: 3 one-second iterations an epoch on a fake clock, the first epoch's
-    end-of-epoch "validation" (attached before the deadline, as a bundle's handlers are) taking ``validation_s``."""
+def _clocked_run(
+    monkeypatch: pytest.MonkeyPatch, seconds: float, validation_s: float = 0.0, iterations: int = 3
+) -> tuple[int, int, list[int], bool]:
+    """Epochs and iterations run, the epochs validated and whether COMPLETED fired: one-second iterations on a fake
+    clock, the first epoch's end-of-epoch "validation" (attached before the deadline, as a bundle's handlers are)
+    taking ``validation_s``."""
     clock = [0.0]
     monkeypatch.setattr(bundle_runs.time, "perf_counter", lambda: clock[0])
-    completed = []
+    completed, validated = [], []
 
     def step(engine: Engine, batch: int) -> None:
         clock[0] += 1.0
 
     def validate(engine: Engine) -> None:
+        validated.append(engine.state.epoch)
         clock[0] += validation_s if engine.state.epoch == 1 else 0.0
 
     engine = Engine(step)
     engine.add_event_handler(Events.EPOCH_COMPLETED, validate)
     StopAtDeadline(seconds).attach(engine)
     engine.add_event_handler(Events.COMPLETED, lambda _: completed.append(True))
-    engine.run(range(3), max_epochs=100)
-    return engine.state.epoch, bool(completed)
+    engine.run(range(iterations), max_epochs=100)
+    return engine.state.epoch, engine.state.iteration, validated, bool(completed)
 
 
-def test_stop_at_deadline_stops_before_an_epoch_would_pass_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert _clocked_run(monkeypatch, 12.0) == (4, True), "3 s epochs: after 12 s a fifth would pass 12 s"
-    assert _clocked_run(monkeypatch, 12.0, 2.0)[0] == 2, "the longest epoch counts its validation: 5 s"
-    assert _clocked_run(monkeypatch, 0.0)[0] == 1, "at least one epoch runs"
-    assert _clocked_run(monkeypatch, 1e9)[0] == 100, "max_epochs still caps the run"
+def test_stop_at_deadline_stops_before_the_budget_would_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _clocked_run(monkeypatch, 12.0) == (4, 12, [1, 2, 3, 4], True), "after 12 one-second iterations"
+    epochs, iterations, validated, _ = _clocked_run(monkeypatch, 12.0, 2.0)
+    assert (epochs, iterations) == (3, 8), "the 2 s validation is reserved: 8 iterations + 2 validations + 2 s"
+    assert validated == [1, 2, 3], "the epoch ended early is still validated"
+    assert _clocked_run(monkeypatch, 0.0)[:2] == (1, 1), "at least one iteration runs"
+    assert _clocked_run(monkeypatch, 1e9)[:2] == (100, 300), "max_epochs still caps the run"
+
+
+def test_stop_at_deadline_stops_within_a_long_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run whose epochs are longer than the budget stops at the budget, not at its first epoch end."""
+    epochs, iterations, validated, completed = _clocked_run(monkeypatch, 5.0, iterations=100)
+    assert (epochs, iterations, validated, completed) == (1, 5, [1], True)
 
 
 def _python(code: str) -> str:

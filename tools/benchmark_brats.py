@@ -132,7 +132,8 @@ def pretrain(
 ) -> dict:
     """The small DDPM on every BUSI image (no labels), with the bundle's train_ddpm.json.
 
-    ``seconds``: also stop at the first epoch end after which another epoch would pass this wall-clock budget.
+    ``seconds``: a wall-clock budget (``StopAtDeadline``: the run stops before passing it, within an epoch if
+    need be).
     """
     work = _busi(work_dir)
     overrides = _overrides(work, "ddpm", ddpm_max_epochs=epochs, ddpm_batch_size=batch_size)
@@ -159,8 +160,8 @@ def fewshot(
 ) -> dict:
     """Train the three methods on each shot count; the image-based ones for ``epochs`` epochs, the MLPs for 8.
 
-    ``seconds``: also stop each training at the first epoch end after which another epoch would pass this wall-clock
-    budget (each training gets the whole budget).
+    ``seconds``: a wall-clock budget for each training (``StopAtDeadline``: it stops before passing it, within an
+    epoch if need be); each training gets the whole budget.
     """
     work = _busi(work_dir)
     results: dict[str, Any] = {}

@@ -47,7 +47,7 @@ from PIL import Image
 
 from common.data.datalist import load_datalist
 from common.io import atomic_write_json, atomic_write_text
-from tools.bundle_runs import timed_run
+from tools.bundle_runs import StopAtDeadline, timed_run
 from tools.prepare_folder import prepare_folder
 from tools.prepare_gms import near_duplicate_groups, thumbnail
 
@@ -127,7 +127,8 @@ def train_autoencoder(
 ) -> dict:
     """Train the small autoencoder on the training images and masks; keep the best validation mask Dice.
 
-    ``seconds``: also stop at the first epoch end after which another epoch would pass this wall-clock budget.
+    ``seconds``: a wall-clock budget (``StopAtDeadline``: the run stops before passing it, within an epoch if
+    need be).
     """
     work = _work(work_dir, dataset)
     configs = ["train.json", "train_autoencoder.json"]
@@ -139,7 +140,8 @@ def train_gms(
 ) -> dict:
     """Train the latent mapping model with the paper's loss and the latent cache; keep the best validation Dice.
 
-    ``seconds``: also stop at the first epoch end after which another epoch would pass this wall-clock budget. The
+    ``seconds``: a wall-clock budget (``StopAtDeadline``: the run stops before passing it, within an epoch if
+    need be). The
     cosine schedule is sized by ``epochs``: with a budget and many more ``epochs`` than fit, the learning rate stays
     near its initial value.
     """
@@ -218,7 +220,7 @@ def _scores(predict: Any, items: list[dict]) -> dict[str, float]:
 
 
 def train_unet(dataset: str = "busi", work_dir: str = str(DEFAULT_WORK_DIR), seconds: float = 600.0) -> dict:
-    """Train a BasicUNet for ``seconds`` of wall time (stopping after the iteration that passes it).
+    """Train a BasicUNet for ``seconds`` of wall time (``StopAtDeadline``).
 
     Validation Dice after every epoch picks the weights kept (``models/unet.pt``), as for GMS.
     """
@@ -241,10 +243,6 @@ def train_unet(dataset: str = "busi", work_dir: str = str(DEFAULT_WORK_DIR), sec
     )
     start, best = time.perf_counter(), {"dice": -1.0, "epoch": 0, "state": None}
 
-    def stop_when_out_of_time(engine: Engine) -> None:
-        if time.perf_counter() - start > seconds:
-            engine.terminate()
-
     def validate(engine: Engine) -> None:
         net.eval()
         score = _scores(lambda x: (net(x) > 0).float(), val_items)["dice"]
@@ -252,8 +250,8 @@ def train_unet(dataset: str = "busi", work_dir: str = str(DEFAULT_WORK_DIR), sec
         if score > best["dice"]:
             best.update(dice=score, epoch=engine.state.epoch, state=copy.deepcopy(net.state_dict()))
 
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, stop_when_out_of_time)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, validate)
+    StopAtDeadline(seconds).attach(trainer)
     trainer.run()
     torch.save(best["state"], work / "models" / "unet.pt")
     return {

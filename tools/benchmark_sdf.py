@@ -108,7 +108,8 @@ def train_score(
 ) -> dict:
     """Train the bundle's VE score model with small widths for ``epochs`` epochs (``resume``: continue the last run).
 
-    ``seconds``: also stop at the first epoch end after which another epoch would pass this wall-clock budget.
+    ``seconds``: a wall-clock budget (``StopAtDeadline``: the run stops before passing it, within an epoch if
+    need be).
     """
     work = Path(work_dir)
     workflow = ConfigWorkflow(
@@ -155,7 +156,8 @@ def _unet() -> BasicUNet:
 def train_unet(work_dir: str = str(DEFAULT_WORK_DIR), epochs: int = 40, seconds: float | None = None) -> dict:
     """Train a supervised BasicUNet (Dice + BCE, Adam 1e-3) on the same patches for ``epochs`` epochs.
 
-    ``seconds``: also stop at the first epoch end after which another epoch would pass this wall-clock budget.
+    ``seconds``: a wall-clock budget (``StopAtDeadline``: the run stops before passing it, within an epoch if
+    need be).
     """
     work = Path(work_dir)
     set_determinism(TRAINING["seed"])

@@ -161,7 +161,8 @@ def train_generator(
 ) -> dict:
     """``train.json`` for ``epochs`` epochs, validating (SSIM) every 5.
 
-    ``seconds``: also stop at the first epoch end after which another epoch would pass this wall-clock budget.
+    ``seconds``: a wall-clock budget (``StopAtDeadline``: the run stops before passing it, within an epoch if
+    need be).
     """
     work = _work(work_dir, dataset)
     overrides = _overrides(work, dataset, max_epochs=epochs, val_interval=5)
@@ -173,7 +174,8 @@ def train_segmenter(
 ) -> dict:
     """``train_segmenter.json`` on the real training pairs.
 
-    ``seconds``: also stop at the first epoch end after which another epoch would pass this wall-clock budget.
+    ``seconds``: a wall-clock budget (``StopAtDeadline``: the run stops before passing it, within an epoch if
+    need be).
     """
     work = _work(work_dir, dataset)
     overrides = _overrides(work, dataset, segmenter_epochs=epochs, val_interval=1)

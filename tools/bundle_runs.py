@@ -23,35 +23,58 @@ logger = logging.getLogger("tools.bundle_runs")
 
 
 class StopAtDeadline:
-    """Ends an engine's run at the first epoch end after which another epoch would not fit in ``seconds``.
+    """Ends an engine's run before its wall time would pass ``seconds``, within an epoch if need be.
 
-    The clock starts when the handler is attached (attach it just before running the engine). At each
-    ``EPOCH_COMPLETED`` it calls ``engine.terminate()`` when the time so far plus the longest epoch so far exceeds
-    ``seconds``. An epoch is timed from one check to the next, and the check is attached after the engine's own
-    handlers, so their epoch-end work (validation, checkpoints) counts in the time and still sees the last epoch; the
-    ``COMPLETED`` handlers (final checkpoint) run after the termination as after a full run. At least one epoch always
-    runs. The engine's ``max_epochs`` still caps the run; schedules sized by ``max_epochs`` see that number, not the
-    number of epochs that fit.
+    The clock starts when the handler is attached (attach it just before running the engine). After every iteration,
+    when the time so far plus the longest iteration and the longest epoch-end so far would pass ``seconds``, the
+    epoch is ended early (``engine.terminate_epoch()``): its ``EPOCH_COMPLETED`` handlers (validation, checkpoints)
+    still run, on the weights trained so far, and the run is then terminated. An epoch-end is timed from the last
+    iteration to this handler's check, which is attached after the engine's own handlers, so their work counts in the
+    budget. A run whose epochs are longer than another's is thus stopped at the same wall time, not at the end of an
+    epoch. At least one iteration always runs; the ``COMPLETED`` handlers (final checkpoint) run after the
+    termination as after a full run. The engine's ``max_epochs`` still caps the run; schedules sized by
+    ``max_epochs`` see that number, not the number of epochs that fit.
     """
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.start = self.last_check = 0.0
-        self.longest_epoch = 0.0
+        self.start = self.last_tick = 0.0
+        self.longest_iteration = self.longest_epoch_end = 0.0
+        self.out_of_time = False
 
     def attach(self, engine: Engine) -> None:
-        """Start the clock and check the budget at every epoch end of ``engine``."""
-        self.start = self.last_check = time.perf_counter()
-        self.longest_epoch = 0.0
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        """Start the clock and check the budget after every iteration and at every epoch end of ``engine``."""
+        self.start = self.last_tick = time.perf_counter()
+        self.longest_iteration = self.longest_epoch_end = 0.0
+        self.out_of_time = False
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.epoch_completed)
 
-    def __call__(self, engine: Engine) -> None:
+    def _would_pass(self, now: float) -> bool:
+        return now - self.start + self.longest_iteration + self.longest_epoch_end > self.seconds
+
+    def iteration_completed(self, engine: Engine) -> None:
+        """End the epoch early when another iteration and an epoch end would not fit."""
         now = time.perf_counter()
-        self.longest_epoch = max(self.longest_epoch, now - self.last_check)
-        self.last_check = now
-        elapsed = now - self.start
-        if elapsed + self.longest_epoch > self.seconds:
-            logger.info("budget of %.0f s reached after %d epochs (%.0f s)", self.seconds, engine.state.epoch, elapsed)
+        self.longest_iteration = max(self.longest_iteration, now - self.last_tick)
+        self.last_tick = now
+        if self._would_pass(now):
+            self.out_of_time = True
+            engine.terminate_epoch()
+
+    def epoch_completed(self, engine: Engine) -> None:
+        """Terminate the run after an epoch ended early, or when nothing more would fit."""
+        now = time.perf_counter()
+        self.longest_epoch_end = max(self.longest_epoch_end, now - self.last_tick)
+        self.last_tick = now
+        if self.out_of_time or self._would_pass(now):
+            logger.info(
+                "budget of %.0f s reached in epoch %d, iteration %d (%.0f s)",
+                self.seconds,
+                engine.state.epoch,
+                engine.state.iteration,
+                now - self.start,
+            )
             engine.terminate()
 
 

@@ -3,7 +3,7 @@
 The per-bundle benchmarks (``tools.benchmark_*``) train for a number of epochs and keep their CPU sizes in module
 constants. The combined benchmark gives every bundle the same wall-clock budget instead, and smaller sizes in quick
 mode, without copying their code: their training functions take ``seconds`` (``tools.bundle_runs.StopAtDeadline``,
-which ends the run at the first epoch end after which another epoch would not fit) with ``UNLIMITED_EPOCHS`` epochs,
+which ends the run before it would pass the budget, within an epoch if need be) with ``UNLIMITED_EPOCHS`` epochs,
 and ``patched`` sets module constants for one block.
 """
 

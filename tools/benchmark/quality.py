@@ -177,6 +177,7 @@ def _postdae(work: Path, data: Path, quick: bool, budget: float) -> dict[str, An
         "epochs": UNLIMITED_EPOCHS,
         "image_size": image_size,
         "val_interval": 1,
+        "corruptions": "reference three",
     }
     dae = benchmark_postdae.cxr(work_dir=str(work / "dae"), overrides=sizes, seconds=budget, **common)
     unet_net = {"network_def": BASIC_UNET, "batch_size": sizes.get("batch_size", 8)}
