@@ -68,6 +68,10 @@ def test_quick_run_reports_every_measure(quick_run: tuple[Path, dict]) -> None:
             assert _positive(efficiency[key]), (name, key)
         assert 0 <= efficiency["data_wait_fraction"] < 1
         assert isinstance(efficiency["ceiling_goal_met"], bool) and isinstance(efficiency["data_wait_goal_met"], bool)
+        profile = efficiency["profile"]
+        assert sum(profile["shares"].values()) == pytest.approx(1.0), (name, profile["shares"])
+        assert 0 < profile["shares"]["convolution"] < 1, "both networks are convolutional, with other work besides"
+        assert _positive(profile["convolution_gflops_per_s"]) and profile["top_ops"][0]["share"] > 0
         levers = efficiency["levers"]
         assert _positive(levers["channels_last"]["speedup"])
         assert _positive(levers["bf16"].get("speedup")) or "not available" in levers["bf16"]["status"]
@@ -85,6 +89,7 @@ def test_quick_run_writes_the_report_and_plots(quick_run: tuple[Path, dict]) -> 
     out, results = quick_run
     report = (out / "results.md").read_text()
     assert "## Quality" in report and "## Efficiency" in report and "QUICK" in report
+    assert "### Where a training step's time goes" in report and "| convolution |" in report
     for name in QUICK_BUNDLES:
         assert f"| {name} |" in report
     assert sorted(results["plots"]) == sorted(PLOTS)

@@ -160,6 +160,7 @@ def _assemble(name: str, raw: dict) -> dict:
             "ceiling_goal_met": fraction >= GOALS["ceiling_fraction"],
             "data_wait_fraction": train["data_wait_fraction"],
             "data_wait_goal_met": train["data_wait_fraction"] < GOALS["data_wait_fraction"],
+            "profile": step["profile"],
             "levers": levers,
         }
     return {

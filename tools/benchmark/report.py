@@ -147,6 +147,26 @@ def _efficiency_rows(results: dict) -> list[str]:
     return rows
 
 
+def _profile_rows(results: dict) -> list[str]:
+    """Where each bundle's training step spends its time (profiler self time), and its convolutions' FLOP/s."""
+    kinds = None
+    rows: list[str] = []
+    for name, r in results["bundles"].items():
+        profile = _get(r, "efficiency", "profile")
+        if not profile:
+            continue
+        if kinds is None:
+            kinds = list(profile["shares"])
+            rows = [
+                "| bundle | " + " | ".join(kinds) + " | convolutions' GFLOP/s | largest operations |",
+                "|---|" + "---|" * (len(kinds) + 2),
+            ]
+        top = ", ".join(f"{op['op']} {100 * op['share']:.0f}%" for op in profile["top_ops"][:3])
+        shares = " | ".join(f"{100 * profile['shares'].get(k, 0.0):.0f}%" for k in kinds)
+        rows.append(f"| {name} | {shares} | {_f(profile.get('convolution_gflops_per_s'), 1)} | {top} |")
+    return rows
+
+
 def markdown(results: dict) -> str:
     """The report: machine, quality, speed and memory, efficiency and levers."""
     m = results["machine"]
@@ -171,6 +191,10 @@ def markdown(results: dict) -> str:
         "## Efficiency of a training step (FLOPs counted by torch.utils.flop_counter; levers: plain time / lever time)",
         "",
         *_efficiency_rows(results),
+        "",
+        "### Where a training step's time goes (torch.profiler, CPU self time of one step)",
+        "",
+        *_profile_rows(results),
         "",
         f"Total wall time: {results.get('seconds', 0):.0f} s.",
         "",

@@ -256,10 +256,44 @@ def _step_setup(name: str, work: str, quick: bool) -> tuple[ConfigWorkflow, Engi
     return workflow, trainer, batch
 
 
+#: kinds of operation of a step's profile, by fragments of the profiler's op names (the first kind that matches)
+OP_KINDS = (
+    ("convolution", ("convolution", "conv2d", "conv3d", "conv_transpose")),
+    ("matrix multiply, attention", ("mm", "matmul", "linear", "attention")),
+    ("normalization", ("norm",)),
+)
+OTHER_KIND = "other (element-wise, copies, optimizer)"
+
+
+def _kind(op: str) -> str:
+    return next((kind for kind, fragments in OP_KINDS if any(f in op for f in fragments)), OTHER_KIND)
+
+
+def _profile_step(run: Callable[[], Any], flop_counts: dict[str, int]) -> dict[str, Any]:
+    """Where one step's time goes: the share of its CPU self time of each kind of operation, its five largest
+    operations, and the FLOP/s of its convolutions alone (their FLOPs over their self time)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        run()
+    events = [(e.key, e.self_cpu_time_total / 1e6) for e in profiler.key_averages()]
+    total = sum(seconds for _, seconds in events) or float("inf")
+    shares = dict.fromkeys([kind for kind, _ in OP_KINDS] + [OTHER_KIND], 0.0)
+    for op, seconds in events:
+        shares[_kind(op)] += seconds / total
+    conv_flops = sum(flops for op, flops in flop_counts.items() if _kind(op) == "convolution")
+    conv_seconds = shares["convolution"] * total
+    return {
+        "profiled_seconds": total,
+        "shares": shares,
+        "top_ops": [{"op": op, "share": s / total} for op, s in sorted(events, key=lambda e: -e[1])[:5]],
+        "convolution_gflops_per_s": conv_flops / conv_seconds / 1e9 if conv_seconds > 0 else None,
+    }
+
+
 def step_levers(
     name: str, work: str, quick: bool, repeats: int, levers: list[str], max_seconds: float
 ) -> dict[str, Any]:
-    """FLOPs of one training step, its plain time, and each lever's time (``compile`` runs in its own phase)."""
+    """FLOPs of one training step, its plain time and profile, and each lever's time (``compile`` runs in its own
+    phase)."""
     workflow, trainer, batch = _step_setup(name, work, quick)
 
     def step(context: Callable[[], Any] = _nothing, data: Any = batch) -> Callable[[], Any]:
@@ -273,10 +307,12 @@ def step_levers(
     with FlopCounterMode(display=False) as counter:
         step()()
     flops = counter.get_total_flops()
+    flop_counts = {str(op): n for op, n in counter.get_flop_counts().get("Global", {}).items()}
     results: dict[str, Any] = {
         "flops_per_step": flops,
         "plain_step_seconds": plain,
         "achieved_gflops_per_s": flops / plain / 1e9,
+        "profile": _profile_step(step(), flop_counts),
         "levers": {},
     }
     if "bf16" in levers:
