@@ -74,6 +74,8 @@ def test_quick_run_reports_every_measure(quick_run: tuple[Path, dict]) -> None:
         assert _positive(profile["convolution_gflops_per_s"]) and profile["top_ops"][0]["share"] > 0
         levers = efficiency["levers"]
         assert _positive(levers["channels_last"]["speedup"])
+        shipped = "channels_last" if name == "postdae_mask_refinement" else "contiguous"
+        assert levers["channels_last"]["shipped"] == shipped, "the bundle's channels_last key is read from its weights"
         assert _positive(levers["bf16"].get("speedup")) or "not available" in levers["bf16"]["status"]
         assert set(levers["compile"]) & {"speedup", "error", "status"}
     compiled = results["bundles"][QUICK_BUNDLES[0]]["efficiency"]["levers"]["compile"]

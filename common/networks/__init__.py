@@ -3,6 +3,7 @@
 from .latent_mapping import LatentMappingModel
 from .oasis import OASISSPADE, OASISDiscriminator, OASISGenerator, OASISResBlock
 from .pixel_classifier import ClassWeightedCrossEntropy, EnsembleCrossEntropy, PixelClassifierEnsemble, PixelMLP
+from .placement import place_network
 from .postdae import PostDAE
 from .score_unet import ScoreUNet
 from .sd_autoencoder import SDAutoencoderKL
@@ -29,4 +30,5 @@ __all__ = [
     "load_network_weights",
     "load_sd_autoencoder",
     "load_sd_vae_state_dict",
+    "place_network",
 ]

@@ -120,7 +120,7 @@ def _lever(lever: dict | None) -> str:
     if not lever:
         return "-"
     if "speedup" in lever:
-        return f"{lever['speedup']:.2f}x"
+        return f"{lever['speedup']:.2f}x" + (" (on by default)" if lever.get("shipped") == "channels_last" else "")
     return lever.get("status", lever.get("error", "-"))
 
 
