@@ -8,6 +8,7 @@ from .autoencoder_training import (
     KLReconstructionLoss,
     PosteriorSampleInferer,
 )
+from .batches import PlainTensorBatch
 from .checkpoint import AtomicCheckpointSaver, CheckedCheckpointLoader, ResumeFromCheckpoint, latest_checkpoint
 from .diffusion_training import DiffusionPrepareBatchd, DiffusionTrainingInferer
 from .ema import ExponentialMovingAverage, refresh_batchnorm_statistics
@@ -63,6 +64,7 @@ __all__ = [
     "MaskReconstructionInferer",
     "OASISDiscriminatorLoss",
     "OASISGeneratorLoss",
+    "PlainTensorBatch",
     "PosteriorSampleInferer",
     "ProtectOutputDir",
     "RefreshBatchNorm",
