@@ -7,9 +7,9 @@ For each bundle, each phase in its own process (``children``), so the peak RSS o
 
 1. speed at the bundle's default size on its synthetic sample data (``speed``): training throughput and the share
    of each iteration spent waiting for data; FLOPs of one training step (``torch.utils.flop_counter``) over its time,
-   against the conv2d ceiling measured at the start (``machine``); the levers channels_last, bf16 autocast (only with
-   AVX512-BF16/AMX) and torch.compile as time ratios; inference latency per image and NFE; peak RSS of training,
-   inference and, for the DDPM bundle, pixel-feature training.
+   against the conv2d ceiling measured at the start (``machine``), and its profile (time by kind of operation); the
+   levers channels_last, bf16 autocast (only with AVX512-BF16/AMX) and torch.compile as time ratios; inference
+   latency per image and NFE; peak RSS of training, inference and, for the DDPM bundle, pixel-feature training.
 2. quality on a seeded test split of the real data (``quality``, through the per-bundle ``tools.benchmark_*``
    modules) beside a BasicUNet trained for the same wall time on the same split, and the published number where the
    paper's is known (``paper``); the SDF bundle's Dice against NFE for its samplers.

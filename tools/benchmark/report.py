@@ -188,7 +188,8 @@ def markdown(results: dict) -> str:
         "",
         *_speed_rows(results),
         "",
-        "## Efficiency of a training step (FLOPs counted by torch.utils.flop_counter; levers: plain time / lever time)",
+        "## Efficiency of a training step (FLOPs counted by torch.utils.flop_counter; levers: step time without the "
+        "lever / with it)",
         "",
         *_efficiency_rows(results),
         "",
