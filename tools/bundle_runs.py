@@ -30,7 +30,8 @@ class StopAtDeadline:
     epoch is ended early (``engine.terminate_epoch()``): its ``EPOCH_COMPLETED`` handlers (validation, checkpoints)
     still run, on the weights trained so far, and the run is then terminated. An epoch-end is timed from the last
     iteration to this handler's check, which is attached after the engine's own handlers, so their work counts in the
-    budget. A run whose epochs are longer than another's is thus stopped at the same wall time, not at the end of an
+    budget; an epoch end not yet seen (the first validation) cannot be reserved and may overrun it. A run whose
+    epochs are longer than another's is thus stopped at the same wall time, not at the end of an
     epoch. At least one iteration always runs; the ``COMPLETED`` handlers (final checkpoint) run after the
     termination as after a full run. The engine's ``max_epochs`` still caps the run; schedules sized by
     ``max_epochs`` see that number, not the number of epochs that fit.

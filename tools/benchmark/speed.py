@@ -337,7 +337,7 @@ def _channels_last_lever(
     modules: list[torch.nn.Module], run: Callable[[], Any], shipped_seconds: float, repeats: int, max_seconds: float
 ) -> dict[str, Any]:
     """Step time in the other memory format than the bundle ships (its ``channels_last`` key), as a bundle would run
-    it (the networks' weights converted, the batch as the data loader gives it); ``speedup`` is always the default
+    it (the networks' weights converted, the batch unchanged); ``speedup`` is always the default
     format's time over channels-last's."""
     shipped = "channels_last" if _is_channels_last(modules) else "contiguous"
     other = torch.contiguous_format if shipped == "channels_last" else torch.channels_last
