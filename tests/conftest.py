@@ -59,8 +59,10 @@ def run_bundle_cli(
         str(bundle),
         *cli_args(overrides),
     ]
-    result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # a crash in native code (an abort, a segfault) then prints every thread's Python stack to stderr
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+    result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-8000:]
     return result.stdout + result.stderr
 
 

@@ -49,6 +49,7 @@ def probed_run_overlay(bundle: Path, output_prefix: Path) -> str:
                 "_target_": "tests.ddp_probe.record_epochs",
                 "trainer": f"@{trainer}",
                 "output_prefix": str(output_prefix),
+                "models_dir": str(bundle / "models"),
             },
             *run_list,
         ]
@@ -76,6 +77,10 @@ def test_torchrun_two_processes_train_disjoint_shards(bundle_copy: Path, tmp_pat
     for name in RANK0_ONLY:
         assert name in records[0]["handlers"], f"rank 0 lacks {name}"
         assert name not in records[1]["handlers"], f"rank 1 must not run {name} (it writes files or logs)"
+    seen_at_exit = [set(json.loads((tmp_path / f"rank{r}_exit.json").read_text())) for r in (0, 1)]
+    assert seen_at_exit[0], "rank 0 wrote no checkpoint"
+    unseen = sorted(seen_at_exit[0] - seen_at_exit[1])
+    assert not unseen, f"rank 1 ended before rank 0 wrote {unseen} (finalize must wait for every rank)"
 
     checkpoint = bundle_copy / spec["checkpoint"]
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
